@@ -1,0 +1,1 @@
+"""Encoders, heads and multi-task architectures (HPS, MTAN, Cross-stitch), one module per family."""

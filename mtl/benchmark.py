@@ -1,0 +1,104 @@
+"""The benchmark contract: data, model, tasks. Protocol (optimizer, schedule, epochs, selection,
+STL reference) lives in the benchmark's config; a benchmark knows nothing about methods."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from mtl.methods.base import Representation
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One reported metric. `higher_is_better` fixes the sign in Δp/Δm."""
+
+    name: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    metrics: tuple[MetricSpec, ...]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [m.name for m in self.metrics]
+
+
+Metrics = dict[str, dict[str, float]]  # task -> metric -> value (reported units)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a batch (tensor, PyG batch, or nested dict/list/tuple of them) to `device`."""
+    if hasattr(batch, "to") and not isinstance(batch, (dict, list, tuple)):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class Benchmark:
+    """Base class; a benchmark module's `build(**cfg)` returns one.
+
+    Subclasses set `name`, `tasks`, `model` and `loaders` ({"train", "test", optional "val"}) and
+    implement `compute_losses` and `evaluate`.
+    """
+
+    name: str
+    tasks: list[TaskSpec]
+    model: "nn.Module"
+    loaders: dict[str, Any]
+
+    # -- training --------------------------------------------------------------------------
+    def train_batches(self, epoch: int, seed: int) -> Iterator[Any]:
+        """Batches of one training epoch; the shuffle order depends only on (seed, epoch), so a
+        resumed run sees the same batches as an uninterrupted one."""
+        loader = self.loaders["train"]
+        gen = getattr(loader, "generator", None)
+        if gen is not None:
+            gen.manual_seed(seed * 100_003 + epoch)
+        return iter(loader)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loaders["train"])
+
+    def compute_losses(self, model: nn.Module, batch: Any, rep_grad: bool = False
+                       ) -> tuple[torch.Tensor, Representation | None]:
+        """Per-task training losses [T] of one batch (and the split representation in rep-grad mode)."""
+        raise NotImplementedError
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> Metrics:
+        """Metrics of `split` in reported units, pooled over the whole split."""
+        raise NotImplementedError
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def splits(self) -> list[str]:
+        return [s for s in ("val", "test") if self.loaders.get(s) is not None]
+
+
+@dataclass
+class InfiniteBatches:
+    """Cycles a loader (used when a method consumes several batches per step)."""
+
+    loader: Iterable
+    _it: Iterator | None = field(default=None, repr=False)
+
+    def next(self):
+        if self._it is None:
+            self._it = iter(self.loader)
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            return next(self._it)

@@ -1,0 +1,1 @@
+"""Benchmark builders: each module's `build(**config)` returns a `mtl.benchmark.Benchmark`."""

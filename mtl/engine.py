@@ -1,0 +1,163 @@
+"""Gradient engine: per-task gradients of the shared parameters (the T x D Jacobian).
+
+Two ways to get the same numbers:
+- ``loop``: one backward pass per task (LibMTL's ``mode='backward'``), robust everywhere;
+- ``batched``: one vectorised vector-Jacobian product (``is_grads_batched=True``).
+``auto`` times both on the first call and keeps the faster one (results are identical), because
+which wins depends on the model and device (on 2 CPU cores the loop was 2.7x faster on the QM9
+MPNN and equal on ResNet-18). The engine counts the backward passes it made.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+MODES = ("loop", "batched", "auto")
+
+
+@dataclass
+class TaskGradients:
+    """Per-task gradients of one step.
+
+    shared: [T, D] gradients of the flattened shared parameters (or representation).
+    task: per task, per task-specific parameter, the gradient of that task's loss (None where the
+        parameter does not depend on the task, e.g. another task's head).
+    """
+
+    shared: torch.Tensor
+    task: list[list[torch.Tensor | None]]
+
+    def task_param_grads(self, weights: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+        """Sum over tasks of the task-parameter gradients, optionally weighted per task."""
+        if not self.task:
+            return []
+        out: list[torch.Tensor | None] = [None] * len(self.task[0])
+        for t, grads in enumerate(self.task):
+            for i, g in enumerate(grads):
+                if g is None:
+                    continue
+                g = g if weights is None else g * weights[t]
+                out[i] = g if out[i] is None else out[i] + g
+        return out
+
+
+class GradientEngine:
+    """Computes per-task gradients; `backward_passes` counts backward calls made."""
+
+    def __init__(self, mode: str = "loop"):
+        if mode not in MODES:
+            raise ValueError(f"grad engine mode {mode!r} unknown; choose one of {MODES}")
+        self.mode = mode
+        self.chosen: str | None = None if mode == "auto" else mode
+        self.backward_passes = 0
+
+    def jacobian(
+        self,
+        losses: torch.Tensor,
+        shared: Sequence[torch.Tensor],
+        task: Sequence[torch.Tensor] = (),
+        retain_graph: bool = False,
+    ) -> TaskGradients:
+        """Per-task gradients of `losses` ([T]) w.r.t. `shared` (flattened) and `task` params."""
+        if losses.dim() != 1:
+            raise ValueError(f"losses must be a 1-D tensor of per-task losses, got shape {tuple(losses.shape)}")
+        if self.chosen is None:
+            return self._measure(losses, shared, task, retain_graph)
+        if self.chosen == "loop":
+            return self._loop(losses, shared, task, retain_graph)
+        return self._batched(losses, shared, task, retain_graph)
+
+    def _loop(self, losses, shared, task, retain_graph) -> TaskGradients:
+        params = list(shared) + list(task)
+        rows, task_rows = [], []
+        T = losses.shape[0]
+        for t in range(T):
+            grads = torch.autograd.grad(
+                losses[t], params, retain_graph=retain_graph or t < T - 1, allow_unused=True
+            )
+            self.backward_passes += 1
+            rows.append(_flatten(grads[: len(shared)], shared))
+            task_rows.append(list(grads[len(shared):]))
+        return TaskGradients(torch.stack(rows), task_rows)
+
+    def _batched(self, losses, shared, task, retain_graph) -> TaskGradients:
+        params = list(shared) + list(task)
+        T = losses.shape[0]
+        eye = torch.eye(T, device=losses.device, dtype=losses.dtype)
+        grads = torch.autograd.grad(
+            losses, params, grad_outputs=eye, is_grads_batched=True,
+            retain_graph=retain_graph, allow_unused=True,
+        )
+        self.backward_passes += 1
+        shared_rows = torch.cat(
+            [
+                (g.reshape(T, -1) if g is not None else p.new_zeros(T, p.numel()))
+                for g, p in zip(grads[: len(shared)], shared)
+            ],
+            dim=1,
+        )
+        task_rows = []
+        for t in range(T):
+            row = []
+            for g in grads[len(shared):]:
+                row.append(None if g is None or not bool(g[t].any()) else g[t])
+            task_rows.append(row)
+        return TaskGradients(shared_rows, task_rows)
+
+    def _measure(self, losses, shared, task, retain_graph) -> TaskGradients:
+        """First call under `auto`: time both ways on the same graph, keep the faster."""
+        sync = torch.cuda.synchronize if losses.is_cuda else (lambda: None)
+        try:
+            sync(); t0 = time.perf_counter()
+            self._batched(losses, shared, task, retain_graph=True)
+            sync(); t_batched = time.perf_counter() - t0
+        except RuntimeError as err:  # some ops have no batching rule
+            warnings.warn(f"grad engine auto: batched VJP failed ({err}); using the loop", stacklevel=3)
+            self.chosen = "loop"
+            return self._loop(losses, shared, task, retain_graph)
+        sync(); t0 = time.perf_counter()
+        result = self._loop(losses, shared, task, retain_graph)
+        sync(); t_loop = time.perf_counter() - t0
+        self.chosen = "loop" if t_loop <= t_batched else "batched"
+        return result
+
+
+def _flatten(grads, params) -> torch.Tensor:
+    return torch.cat(
+        [(g.reshape(-1) if g is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype))
+         for g, p in zip(grads, params)]
+    )
+
+
+def flat_dim(params: Sequence[torch.Tensor]) -> int:
+    return sum(p.numel() for p in params)
+
+
+def assign_flat_grad(params: Sequence[torch.Tensor], flat: torch.Tensor) -> None:
+    """Accumulate a flat gradient vector into `.grad` of `params` (like `.backward()` does)."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        g = flat[offset: offset + n].view_as(p).to(p.dtype)
+        offset += n
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.add_(g)
+    if offset != flat.numel():
+        raise ValueError(f"flat gradient has {flat.numel()} entries, parameters have {offset}")
+
+
+def accumulate_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
+    """Accumulate per-parameter gradients into `.grad` (None entries are skipped)."""
+    for p, g in zip(params, grads):
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g.detach().clone()
+        else:
+            p.grad.add_(g.detach())

@@ -1,0 +1,250 @@
+"""The balancing-method contract, shared by the trainer and by users' own training loops.
+
+A method receives the per-task losses and fills `.grad` of the shared and task-specific
+parameters the way its reference implementation does, then returns diagnostics (weights,
+gradient norms). Three families:
+
+- `LossWeighting`: objective = sum of per-task terms (EW, UW, DWA, ...); one backward pass.
+- `GradientMethod`: needs the T x D Jacobian of the shared parameters (or of the shared
+  representation in rep-grad mode) and replaces the shared gradient by an aggregate; task
+  heads get the plain gradient of their own (transformed) loss, or the weighted one when the
+  reference finishes with a weighted backward (Nash-MTL, FairGrad, ...).
+- anything else overrides `_backward` directly (multi-batch methods such as MoDo).
+
+A loss transform (identity or log) composes with every method: DB-MTL = log + EMA max-norm
+gradient balancing; SI = log + EW.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from mtl.engine import GradientEngine, TaskGradients, accumulate_grads, assign_flat_grad
+from mtl.errors import InvalidCombination
+
+LOG_EPS = 1e-8  # LibMTL / DB-MTL: log(L + 1e-8)
+TRANSFORMS = ("identity", "log")
+
+
+def transform_losses(losses: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "identity":
+        return losses
+    if kind == "log":
+        return torch.log(losses + LOG_EPS)
+    raise ValueError(f"loss_transform {kind!r} unknown; choose one of {TRANSFORMS}")
+
+
+@dataclass
+class Representation:
+    """The shared representation in rep-grad mode.
+
+    value: encoder output, still attached to the encoder's graph.
+    leaf: `value.detach().requires_grad_()`, the tensor the task heads consumed.
+    """
+
+    value: torch.Tensor
+    leaf: torch.Tensor
+
+    @staticmethod
+    def split(value: torch.Tensor) -> "Representation":
+        return Representation(value, value.detach().requires_grad_())
+
+
+@dataclass
+class Aggregate:
+    """What a gradient method makes of the task gradients: weights (so the update is
+    weights @ G) and/or an explicit direction in the same space as G."""
+
+    weights: torch.Tensor | None = None
+    direction: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of every balancing method.
+
+    Class attributes a method sets:
+        name: registry name.
+        supports_rep_grad: may run on gradients w.r.t. the shared representation.
+        batches_per_step: how many mini-batches one step consumes (MoDo/SDMGrad use 3; then
+            `losses` has shape [batches_per_step, T]).
+        wants_post_step_losses: the trainer re-evaluates the losses on the same batch after the
+            optimizer step and passes them to `after_step` (FAMO).
+    """
+
+    name: ClassVar[str] = "base"
+    supports_rep_grad: ClassVar[bool] = False
+    batches_per_step: ClassVar[int] = 1
+    wants_post_step_losses: ClassVar[bool] = False
+    # attributes (beyond parameters/buffers) saved in state_dict via extra state
+    _state_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        loss_transform: str = "identity",
+        rep_grad: bool = False,
+        engine: str | GradientEngine = "loop",
+    ):
+        super().__init__()
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        if loss_transform not in TRANSFORMS:
+            raise ValueError(f"loss_transform {loss_transform!r} unknown; choose one of {TRANSFORMS}")
+        if rep_grad and not self.supports_rep_grad:
+            raise InvalidCombination(
+                f"method {self.name!r} does not support rep_grad=True (gradients w.r.t. the shared "
+                f"representation); the reference implementation forbids it or silently leaves the "
+                f"encoder untrained. Run it with rep_grad=false."
+            )
+        self.num_tasks = num_tasks
+        self.loss_transform = loss_transform
+        self.rep_grad = rep_grad
+        self.engine = engine if isinstance(engine, GradientEngine) else GradientEngine(engine)
+        self.epoch = 0
+        self.step_count = 0
+        self._loss_sum = torch.zeros(num_tasks, dtype=torch.float64)
+        self._loss_count = 0
+
+    # ---- public API -------------------------------------------------------------------------
+    def backward(
+        self,
+        losses: torch.Tensor,
+        shared_params: Sequence[torch.Tensor],
+        task_params: Sequence[torch.Tensor] = (),
+        *,
+        rep: Representation | None = None,
+    ) -> dict[str, Any]:
+        """Fill `.grad` (accumulating, like `.backward()`) and return diagnostics."""
+        expected = (self.num_tasks,) if self.batches_per_step == 1 else (self.batches_per_step, self.num_tasks)
+        if tuple(losses.shape) != expected:
+            raise ValueError(f"{self.name}: losses must have shape {expected}, got {tuple(losses.shape)}")
+        if self.rep_grad and rep is None:
+            raise InvalidCombination(f"{self.name}: rep_grad=True needs `rep=Representation(...)` from the model")
+        shared_params = [p for p in shared_params if p.requires_grad]
+        task_params = [p for p in task_params if p.requires_grad]
+        raw = losses.detach()
+        self._loss_sum += (raw if raw.dim() == 1 else raw.mean(0)).double().cpu()
+        self._loss_count += 1
+        self.step_count += 1
+        return self._backward(transform_losses(losses, self.loss_transform), shared_params, task_params, rep)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before the first step of `epoch` (0-based)."""
+        self.epoch = epoch
+        self._loss_sum.zero_()
+        self._loss_count = 0
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the trainer after the last step of `epoch`."""
+
+    def after_step(self, new_losses: torch.Tensor) -> None:
+        """Losses on the same batch after the optimizer step (only if wants_post_step_losses)."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Method parameters the trainer's optimizer updates (UW log-variances, GradNorm weights, ...).
+        Methods with their own optimizer (FAMO, IGBv2) return [] and step themselves."""
+        return []
+
+    def epoch_mean_losses(self) -> torch.Tensor:
+        """Mean raw training loss per task over the steps of the current epoch so far."""
+        if self._loss_count == 0:
+            raise RuntimeError(f"{self.name}: no training step seen in epoch {self.epoch}")
+        return (self._loss_sum / self._loss_count).float()
+
+    # ---- state ------------------------------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        state = {k: getattr(self, k) for k in ("epoch", "step_count", "_loss_sum", "_loss_count")}
+        state.update({k: getattr(self, k) for k in self._state_attrs})
+        state["engine_backward_passes"] = self.engine.backward_passes
+        state["engine_chosen"] = self.engine.chosen
+        return state
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.engine.backward_passes = state.pop("engine_backward_passes", 0)
+        self.engine.chosen = state.pop("engine_chosen", self.engine.chosen)
+        for k, v in state.items():
+            setattr(self, k, v)
+
+    # ---- to implement -----------------------------------------------------------------------
+    def _backward(self, losses, shared_params, task_params, rep) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class LossWeighting(Method):
+    """Objective = sum over tasks of `task_terms(losses)`; one backward pass.
+
+    Subclasses implement `weights` (detached per-task weights) or override `task_terms` when the
+    objective carries learnable parameters (UW, IMTL-L). A gradient method can consume the
+    per-task terms instead of raw losses (IGB + Nash-MTL, UW + PCGrad, ...).
+    """
+
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def task_terms(self, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (terms [T] whose sum is the objective, the weights to report)."""
+        w = self.weights(losses.detach()).detach()
+        return w * losses, w
+
+    def _backward(self, losses, shared_params, task_params, rep):
+        terms, w = self.task_terms(losses)
+        terms.sum().backward()
+        return {"weights": w.detach()}
+
+
+class GradientMethod(Method):
+    """Replaces the shared gradient by an aggregate of the per-task gradients.
+
+    head_grads: "plain" -> heads get the sum of their own task gradients (LibMTL mode='backward');
+    "weighted" -> heads get sum_t w_t grad L_t (reference finishes with a weighted backward).
+    """
+
+    head_grads: ClassVar[str] = "plain"
+
+    def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:
+        """G: [T, D] task gradients; losses: [T] (transformed, detached). Pure tensor math."""
+        raise NotImplementedError
+
+    def _backward(self, losses, shared_params, task_params, rep):
+        if self.rep_grad:
+            return self._backward_rep(losses, task_params, rep)
+        grads = self.engine.jacobian(losses, shared_params, task_params)
+        agg = self.aggregate(grads.shared, losses.detach())
+        direction = agg.direction if agg.direction is not None else agg.weights @ grads.shared
+        assign_flat_grad(shared_params, direction)
+        self._assign_heads(task_params, grads, agg)
+        return self._diagnostics(grads.shared, agg)
+
+    def _backward_rep(self, losses, task_params, rep: Representation):
+        """LibMTL rep-grad: weights from per-task representation gradients summed over the batch,
+        then one backward of the weighted representation gradient through the encoder."""
+        grads = self.engine.jacobian(losses, [rep.leaf], task_params)
+        T = losses.shape[0]
+        full = grads.shared.view(T, rep.leaf.shape[0], -1)
+        G = full.sum(1)
+        agg = self.aggregate(G, losses.detach())
+        if agg.weights is None:
+            raise InvalidCombination(f"{self.name}: rep-grad mode needs task weights, the method returned a direction")
+        combined = torch.einsum("t,tbf->bf", agg.weights.to(full.dtype), full)
+        rep.value.backward(combined.view_as(rep.value))
+        self._assign_heads(task_params, grads, agg)
+        return self._diagnostics(G, agg)
+
+    def _assign_heads(self, task_params, grads: TaskGradients, agg: Aggregate) -> None:
+        if self.head_grads == "weighted":
+            accumulate_grads(task_params, grads.task_param_grads(agg.weights))
+        else:
+            accumulate_grads(task_params, grads.task_param_grads())
+
+    @staticmethod
+    def _diagnostics(G: torch.Tensor, agg: Aggregate) -> dict[str, Any]:
+        out: dict[str, Any] = {"grad_norms": G.norm(dim=1).detach()}
+        if agg.weights is not None:
+            out["weights"] = agg.weights.detach()
+        out.update(agg.info)
+        return out

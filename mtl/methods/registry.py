@@ -1,0 +1,13 @@
+"""Name -> method class registry (`@register`), filled by importing every module of this package."""
+from __future__ import annotations
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator: make `cls` creatable by its `name`."""
+    name = cls.name
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"method name {name!r} registered twice ({_REGISTRY[name]} and {cls})")
+    _REGISTRY[name] = cls
+    return cls
