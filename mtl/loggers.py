@@ -1,0 +1,63 @@
+"""Experiment trackers. W&B mirrors the run files (offline by default); it is never the source
+of truth: tables and plots are regenerated from the run directory alone."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mtl.results import to_jsonable
+
+
+class NullLogger:
+    def log_config(self, config: dict[str, Any]) -> None: ...
+    def log_epoch(self, record: dict[str, Any], step: int) -> None: ...
+    def log_summary(self, summary: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        elif isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+            out.update({f"{key}/{i}": x for i, x in enumerate(v)})
+        else:
+            out[key] = v
+    return out
+
+
+class WandbLogger(NullLogger):
+    """Logs config, per-epoch metrics (incl. task weights / grad norms) and the summary."""
+
+    def __init__(self, mode: str, project: str, entity: str | None, dir: str, group: str, name: str,
+                 config: dict[str, Any]):
+        import wandb  # imported lazily: `logger=none` runs need no wandb
+
+        Path(dir).mkdir(parents=True, exist_ok=True)
+        self._wandb = wandb
+        self.run = wandb.init(mode=mode, project=project, entity=entity, dir=dir, group=group,
+                              name=name, config=config, job_type="train", reinit="finish_previous")
+
+    def log_epoch(self, record: dict[str, Any], step: int) -> None:
+        self.run.log(_flatten(to_jsonable(record)), step=step)
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        for k, v in _flatten(to_jsonable(summary)).items():
+            self.run.summary[k] = v
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def make_logger(cfg: dict[str, Any], run_name: str, config: dict[str, Any]) -> NullLogger:
+    kind = cfg.get("name", "none")
+    if kind == "none":
+        return NullLogger()
+    if kind == "wandb":
+        if cfg.get("mode") == "disabled":
+            return NullLogger()
+        return WandbLogger(cfg["mode"], cfg["project"], cfg.get("entity"), cfg["dir"], cfg["group"],
+                           run_name, config)
+    raise ValueError(f"logger {kind!r} unknown; choose logger=wandb or logger=none")

@@ -1,0 +1,27 @@
+"""Shared test fixtures: small thread count, a temporary results root, the runner."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def run_root(tmp_path):
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def train(run_root):
+    """train(["benchmark=synthetic", ...]) -> run dir, with logging off and no progress bars."""
+    from mtl.train import run
+
+    def _train(overrides):
+        return run(["logger=none", "trainer.progress=false", f"run.root={run_root}", *overrides])
+
+    return _train

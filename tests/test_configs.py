@@ -1,0 +1,49 @@
+"""Every benchmark x method config composes; every method config creates its method."""
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from mtl import methods
+from mtl.train import compose
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BENCHMARKS = sorted(p.stem for p in (CONFIGS / "benchmark").glob("*.yaml"))
+METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert "synthetic" in BENCHMARKS and "ew" in METHODS
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS)
+def test_benchmark_config_has_protocol(bench):
+    cfg = compose([f"benchmark={bench}"])
+    assert cfg.benchmark.name
+    assert cfg.benchmark.build._target_.startswith("mtl.benchmarks.")
+    p = cfg.benchmark.protocol
+    assert p.epochs > 0 and p.optimizer._target_.startswith("torch.optim.")
+    assert p.selection in ("best_val", "best_test", "last10")
+    assert p.reference.source and p.reference.metrics
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_config_creates_method(method):
+    cfg = OmegaConf.to_container(compose([f"method={method}"]).method, resolve=True)
+    name = cfg.pop("name")
+    assert name in methods.available(), f"configs/method/{method}.yaml names unregistered method {name!r}"
+    m = methods.create(name, num_tasks=3, **cfg)
+    assert isinstance(m, methods.Method)
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS)
+def test_every_method_composes_with(bench):
+    for method in METHODS:
+        cfg = compose([f"benchmark={bench}", f"method={method}"])
+        assert cfg.run.dir.endswith(f"{cfg.benchmark.name}/{cfg.method.name}/seed0")
+
+
+def test_datasets_package_is_this_project():
+    import datasets
+
+    assert Path(datasets.__file__).resolve().parent == CONFIGS.parent / "datasets"
