@@ -1,0 +1,161 @@
+"""MGDA (Sener & Koltun, NeurIPS 2018): the min-norm point of the convex hull of the task gradients.
+
+Follows LibMTL `weighting/MGDA.py` (a port of the authors' `MinNormSolver`): best pair from the
+2-task closed form, then Frank-Wolfe-like projected steps on the simplex with an exact line
+search, MAX_ITER 250, stop when the L1 change of the weights < 1e-5. The 2-task closed form keeps
+LibMTL's clamp (0.999 / 0.001 instead of 1 / 0 when one gradient dominates the other).
+
+Non-convergence: LibMTL returns None after MAX_ITER and then crashes in the next einsum. Here
+the last iterate (a valid convex combination, not the exact min-norm point) is used and the step
+is reported as a counted failure: diagnostics carry `solver_failures` (1 for that step, summed per
+epoch by the trainer); `on_solver_failure="raise"` raises `SolverError` instead.
+
+Gradient normalisation `mgda_gn` (none | l2 | loss | loss+) divides g_t by 1, ||g_t||, L_t or
+L_t ||g_t|| before solving. As in LibMTL, in param-grad mode the update is sum_t sol_t g_t / gn_t
+(the normalised gradients), whereas in rep-grad mode the weights `sol` multiply the raw
+representation gradients. Weights sum to 1 (LibMTL; nash-mtl's version multiplies by T).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mtl.errors import SolverError
+from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods.registry import register
+
+MAX_ITER = 250
+STOP_CRIT = 1e-5
+NORMALISERS = ("none", "l2", "loss", "loss+")
+
+
+@dataclass
+class MinNormResult:
+    weights: torch.Tensor  # [T] on the simplex
+    converged: bool
+    iterations: int
+
+
+def _min_norm_from2(v11: float, v12: float, v22: float) -> tuple[float, float]:
+    """min_{g in [0,1]} ||g v1 + (1-g) v2||^2 from the Gram entries: (weight of v1, cost)."""
+    if v12 >= v11:
+        return 0.999, v11
+    if v12 >= v22:
+        return 0.001, v22
+    gamma = -(v12 - v22) / (v11 + v22 - 2 * v12)
+    return gamma, v22 + gamma * (v12 - v22)
+
+
+def _projection_to_simplex(y: torch.Tensor) -> torch.Tensor:
+    m = y.numel()
+    s = torch.sort(y, descending=True)[0]
+    tmax_f = (y.sum() - 1.0) / m
+    tmpsum = 0.0
+    for i in range(m - 1):
+        tmpsum += s[i]
+        tmax = (tmpsum - 1.0) / (i + 1.0)
+        if tmax > s[i + 1]:
+            tmax_f = tmax
+            break
+    return torch.clamp(y - tmax_f, min=0.0)
+
+
+def _next_point(cur: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    n = cur.numel()
+    proj = grad - grad.sum() / n
+    neg, pos = proj < 0, proj > 0
+    tm1 = -cur[neg] / proj[neg]
+    tm2 = (1.0 - cur[pos]) / proj[pos]
+    t = torch.ones((), dtype=cur.dtype)
+    if (tm1 > 1e-7).any():
+        t = tm1[tm1 > 1e-7].min()
+    if (tm2 > 1e-7).any():
+        t = torch.minimum(t, tm2[tm2 > 1e-7].min())
+    return _projection_to_simplex(proj * t + cur)
+
+
+def find_min_norm_element(gram: torch.Tensor, max_iter: int = MAX_ITER, stop_crit: float = STOP_CRIT) -> MinNormResult:
+    """Weights w on the simplex minimising w^T gram w (gram = G G^T, [T, T])."""
+    M = gram.detach().double().cpu()
+    n = M.shape[0]
+    if n == 1:
+        return MinNormResult(torch.ones(1, dtype=torch.float64), True, 0)
+    best = None
+    for i in range(n):
+        for j in range(i + 1, n):
+            c, d = _min_norm_from2(M[i, i].item(), M[i, j].item(), M[j, j].item())
+            if best is None or d < best[3]:
+                best = (i, j, c, d)
+    sol = torch.zeros(n, dtype=torch.float64)
+    sol[best[0]], sol[best[1]] = best[2], 1.0 - best[2]
+    if n < 3:
+        return MinNormResult(sol, True, 0)
+    for it in range(1, max_iter + 1):
+        new_point = _next_point(sol, -(M @ sol))
+        v11 = (sol @ M @ sol).item()
+        v12 = (sol @ M @ new_point).item()
+        v22 = (new_point @ M @ new_point).item()
+        nc, _ = _min_norm_from2(v11, v12, v22)
+        new_sol = nc * sol + (1 - nc) * new_point
+        if (new_sol - sol).abs().sum() < stop_crit:
+            return MinNormResult(sol, True, it)
+        sol = new_sol
+    return MinNormResult(sol, False, max_iter)
+
+
+def gradient_normalisers(G: torch.Tensor, losses: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-task divisors of LibMTL's `mgda_gn` (zero norms are clamped to 1e-12, LibMTL gives NaN)."""
+    if kind == "none":
+        return torch.ones(G.shape[0], dtype=G.dtype, device=G.device)
+    norms = G.norm(dim=1).clamp_min(1e-12)
+    if kind == "l2":
+        return norms
+    if kind == "loss":
+        return losses.to(G.dtype)
+    if kind == "loss+":
+        return losses.to(G.dtype) * norms
+    raise ValueError(f"mgda_gn {kind!r} unknown; choose one of {NORMALISERS}")
+
+
+@register
+class MGDA(GradientMethod):
+    name = "mgda"
+    supports_rep_grad = True
+    _state_attrs = ("solver_failures_total",)
+
+    def __init__(self, num_tasks: int, *, mgda_gn: str = "none", max_iter: int = MAX_ITER,
+                 on_solver_failure: str = "count", **kwargs):
+        super().__init__(num_tasks, **kwargs)
+        if mgda_gn not in NORMALISERS:
+            raise ValueError(f"mgda_gn {mgda_gn!r} unknown; choose one of {NORMALISERS}")
+        if on_solver_failure not in ("count", "raise"):
+            raise ValueError(f"on_solver_failure must be 'count' or 'raise', got {on_solver_failure!r}")
+        self.mgda_gn = mgda_gn
+        self.max_iter = max_iter
+        self.on_solver_failure = on_solver_failure
+        self.solver_failures_total = 0
+
+    def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:
+        gn = gradient_normalisers(G, losses, self.mgda_gn)
+        Gn = G / gn.unsqueeze(1)
+        res = find_min_norm_element(Gn @ Gn.T, max_iter=self.max_iter)
+        if not res.converged:
+            self.solver_failures_total += 1
+            if self.on_solver_failure == "raise":
+                raise SolverError(f"{self.name}: min-norm solver did not converge in {self.max_iter} "
+                                  f"iterations (L1 change >= {STOP_CRIT}); last weights {res.weights.tolist()}")
+        sol = res.weights.to(G.dtype).to(G.device)
+        weights = sol if self.rep_grad else sol / gn
+        return Aggregate(weights=weights, info={"min_norm_weights": sol, "solver_failures": int(not res.converged),
+                                                "solver_iterations": res.iterations})
+
+
+@register
+class MGDAUB(MGDA):
+    """MGDA-UB: MGDA on the gradients of the shared representation (the upper bound of the paper)."""
+
+    name = "mgda_ub"
+
+    def __init__(self, num_tasks: int, *, rep_grad: bool = True, **kwargs):
+        super().__init__(num_tasks, rep_grad=rep_grad, **kwargs)
