@@ -1,0 +1,17 @@
+"""`cityscapes` (DeepLabV3+, LibMTL examples/cityscapes/main.py): 7-class segmentation and
+inverse depth on MTAN's 128x256 Cityscapes.
+
+Data: `datasets.cityscapes` (2975 train / 500 test; `make data-cityscapes`). Tasks and metrics:
+segmentation (mIoU %, PAcc %), depth (AErr, RErr on inverse depth, hence RErr of about 40).
+"""
+from __future__ import annotations
+
+from datasets.cityscapes import LAYOUT
+from mtl.benchmarks.dense import DenseBenchmark
+
+TASKS = ("segmentation", "depth")
+
+
+def build(root: str = LAYOUT.default_root, name: str = "cityscapes", **cfg) -> DenseBenchmark:
+    """kwargs as `mtl.benchmarks.nyuv2.build` (see configs/benchmark/cityscapes.yaml)."""
+    return DenseBenchmark(name, LAYOUT, TASKS, root=root, **cfg)
