@@ -4,6 +4,7 @@ Programmatic use (tests, notebooks): `mtl.train.run(["benchmark=synthetic", "met
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -33,7 +34,12 @@ def run(overrides: list[str]) -> Path:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    from mtl.errors import MTLError
+
+    try:
+        train(cfg)
+    except MTLError as err:  # our errors already say what and how to fix: no traceback
+        sys.exit(f"error: {type(err).__name__}: {err}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import mtl
 from mtl import methods
 from mtl.benchmark import Benchmark, to_device
 from mtl.delta import delta_m, delta_p, delta_p_per_task
-from mtl.errors import InvalidCombination, NonFiniteLoss
+from mtl.errors import InvalidCombination, MTLError, NonFiniteLoss
 from mtl.loggers import make_logger
 from mtl.results import CHECKPOINT, SUMMARY, RunDir, git_commit
 from mtl.selection import select
@@ -58,6 +58,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_benchmark(cfg: DictConfig) -> Benchmark:
+    """Instantiate the benchmark; our own errors (missing data, ...) surface unwrapped."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(cfg.benchmark.build, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, MTLError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 class EpochStats:
@@ -105,7 +120,7 @@ class Trainer:
         seed_everything(int(cfg.seed))
         self.device = resolve_device(cfg.device)
 
-        bench: Benchmark = instantiate(cfg.benchmark.build, _convert_="all")
+        bench = build_benchmark(cfg)
         self.bench = bench
         model = bench.model.to(self.device)
         method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
@@ -256,8 +271,10 @@ class Trainer:
         return out
 
     def deltas(self, metrics) -> dict[str, Any]:
-        """Δp against `reference`, Δm against `reference_m` (if given, else `reference`)."""
-        tasks = self.bench.tasks
+        """Δp against `reference`, Δm against `reference_m` (if given, else `reference`), over the
+        tasks the method trains (all but for single-task runs)."""
+        active = self.method.active_tasks()
+        tasks = self.bench.tasks if active is None else [self.bench.tasks[i] for i in active]
         ref = OmegaConf.to_container(self.protocol.reference.metrics, resolve=True)
         ref_m_cfg = self.protocol.get("reference_m")
         ref_m = OmegaConf.to_container(ref_m_cfg.metrics, resolve=True) if ref_m_cfg else ref

@@ -24,7 +24,7 @@ def make_data(n: int, dim: int, scales: list[float], noise: float, gen: torch.Ge
 class Synthetic(Benchmark):
     name = "synthetic"
 
-    def __init__(self, num_tasks=3, scales=(1.0, 10.0, 100.0), input_dim=16, latent_dim=8,
+    def __init__(self, num_tasks=3, scales=(0.1, 1.0, 10.0), input_dim=16, latent_dim=8,
                  hidden=64, noise=0.1, n_train=2048, n_val=512, n_test=512, batch_size=64,
                  data_seed=1234):
         if len(scales) != num_tasks:

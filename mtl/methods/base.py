@@ -16,6 +16,7 @@ gradient balancing; SI = log + EW.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
@@ -145,6 +146,11 @@ class Method(nn.Module):
     def after_step(self, new_losses: torch.Tensor) -> None:
         """Losses on the same batch after the optimizer step (only if wants_post_step_losses)."""
 
+    def active_tasks(self) -> list[int] | None:
+        """Indices of the tasks this method trains (None: all). Selection and Δ of the run use only
+        these, so a single-task run is judged on its own task."""
+        return None
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Method parameters the trainer's optimizer updates (UW log-variances, GradNorm weights, ...).
         Methods with their own optimizer (FAMO, IGBv2) return [] and step themselves."""
@@ -165,6 +171,9 @@ class Method(nn.Module):
         return state
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        # a private copy: in-place updates (EMA buffers, loss sums) must not leak into the caller's
+        # state dict or into the module it came from, and the caller's dict must stay intact
+        state = copy.deepcopy(dict(state))
         self.engine.backward_passes = state.pop("engine_backward_passes", 0)
         self.engine.chosen = state.pop("engine_chosen", self.engine.chosen)
         for k, v in state.items():

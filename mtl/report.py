@@ -1,0 +1,50 @@
+"""Collect run summaries (results/runs/**/summary.json) into tables. Files are the source of truth."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def load_summaries(root: str | Path, benchmark: str | None = None) -> pd.DataFrame:
+    """One row per finished run: benchmark, method (folder name, incl. tag), seed, delta_p, delta_m,
+    and one column per `task/metric` of the selected epoch."""
+    rows = []
+    for path in sorted(Path(root).glob("*/*/seed*/summary.json")):
+        s = json.loads(path.read_text())
+        if benchmark is not None and s["benchmark"] != benchmark:
+            continue
+        row = {"benchmark": s["benchmark"], "method": path.parent.parent.name, "seed": s["seed"],
+               "delta_p": s["delta_p"], "delta_m": s["delta_m"], "wall_time_s": s["wall_time_s"],
+               "path": str(path.parent)}
+        for task, metrics in s["metrics"].items():
+            for metric, value in metrics.items():
+                row[f"{task}/{metric}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (benchmark, method); sorted by Δp, best first."""
+    if df.empty:
+        return df
+    value_cols = [c for c in df.columns if c not in ("benchmark", "method", "seed", "path")]
+    g = df.groupby(["benchmark", "method"])[value_cols]
+    out = g.mean()
+    std = g.std(ddof=0).add_suffix("_std")
+    out = out.join(std)
+    out["seeds"] = df.groupby(["benchmark", "method"])["seed"].count()
+    return out.reset_index().sort_values(["benchmark", "delta_p"], ascending=[True, False])
+
+
+def delta_table_markdown(agg: pd.DataFrame) -> str:
+    """A compact Markdown table: method, Δp ± std, Δm, seeds, per-metric means."""
+    metric_cols = [c for c in agg.columns if "/" in c and not c.endswith("_std")]
+    header = ["method", "Δp (%) ↑", "Δm (%) ↓", "seeds", *metric_cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in agg.iterrows():
+        cells = [r["method"], f"{r['delta_p']:+.2f} ± {r['delta_p_std']:.2f}", f"{r['delta_m']:+.2f}",
+                 str(int(r["seeds"])), *[f"{r[c]:.4g}" for c in metric_cols]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
