@@ -1,0 +1,49 @@
+"""`make compare`: a new method's Δp ranked among our runs, or among the paper's rows when we have none."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_sweeps import load_script
+
+
+def fake_run(root, bench, name, metrics, seed=0):
+    d = root / bench / name / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"method": name, "tag": "", "seed": seed, "metrics": metrics}))
+
+
+def test_rank_against_paper_rows(tmp_path, capsys):
+    compare = load_script("compare")
+    # a "new" method with the DB-MTL row's numbers except a slightly better mIoU: ranks first
+    row = {"segmentation": {"mIoU": 54.92, "PAcc": 75.60}, "depth": {"AErr": 0.3768, "RErr": 0.1557},
+           "normal": {"Mean": 21.97, "MED": 15.37, "Within11.25": 38.43, "Within22.5": 64.81, "Within30": 75.24}}
+    fake_run(tmp_path, "nyuv2", "mine", row)
+    assert compare.main(["--method", "mine", "--bench", "nyuv2", "--no-run", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # Δp by hand: seg ((54.92-53.50)/53.50 + (75.60-75.39)/75.39)/2, depth -((0.3768-0.3926)/0.3926
+    # + (0.1557-0.1605)/0.1605)/2, normal the 5 signed ratios / 5; mean of the three = +1.455 %
+    assert "mine Δp = +1.46 % over 1 seed(s); rank 1 of 22 by Δp against paper baselines" in out
+
+
+def test_rank_against_our_runs(tmp_path, train, capsys):
+    compare = load_script("compare")
+    fake_run(tmp_path / "runs", "synthetic", "ew", {"t0": {"mae": 0.1}, "t1": {"mae": 1.0}, "t2": {"mae": 10.0}})
+    fake_run(tmp_path / "runs", "synthetic", "uw", {"t0": {"mae": 1e6}, "t1": {"mae": 1e6}, "t2": {"mae": 1e6}})
+    argv = ["--method", "db_mtl", "--bench", "synthetic", "--seeds", "0", "--root", str(tmp_path / "runs"),
+            f"run.root={tmp_path / 'runs'}", "logger=none", "trainer.epochs=1", "benchmark.build.n_train=128",
+            "trainer.max_steps_per_epoch=2", "trainer.progress=false"]
+    assert compare.main(argv) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "runs" / "synthetic" / "db_mtl" / "seed0" / "summary.json").exists()
+    # EW sits exactly on the reference (Δp 0), UW far worse: a 1-epoch DB-MTL lands in between
+    assert "rank 2 of 3 by Δp against ours baselines" in out
+
+
+def test_unknown_against_paper_without_table(tmp_path):
+    compare = load_script("compare")
+    fake_run(tmp_path, "synthetic", "mine", {"t0": {"mae": 0.1}, "t1": {"mae": 1.0}, "t2": {"mae": 10.0}})
+    with pytest.raises(RuntimeError, match="no paper table"):
+        compare.main(["--method", "mine", "--bench", "synthetic", "--no-run", "--root", str(tmp_path),
+                      "--against", "paper"])
