@@ -12,8 +12,9 @@ STAMP := $(dir $(PY)).mtl-installed
 BENCH ?= synthetic
 METHOD ?= db_mtl
 SEEDS ?= 0,1,2
+LAUNCHER ?= local
 
-.PHONY: install test test-slow demo train clean
+.PHONY: install test test-slow demo train clean data-nyuv2 data-cityscapes data-office31 data-officehome
 
 $(PY):
 	python3 -m venv .venv
@@ -38,5 +39,63 @@ demo: install
 train: install
 	$(PY) -m mtl.train benchmark=$(BENCH) method=$(METHOD)
 
+# ---- data (users with internet; offline they print the manual steps) -----------------------
+data-nyuv2: install
+	$(PY) scripts/download_data.py nyuv2 --root $${NYUV2_ROOT:-data/nyuv2}
+
+data-cityscapes: install
+	$(PY) scripts/download_data.py cityscapes --root $${CITYSCAPES_ROOT:-data/cityscapes}
+
+data-office31: install
+	$(PY) scripts/download_data.py office31 --root $${OFFICE31_ROOT:-data/office31}
+
+data-officehome: install
+	$(PY) scripts/download_data.py officehome --root $${OFFICEHOME_ROOT:-data/officehome}
+
+# ---- reproduction workflows (relaunch-safe: finished runs are skipped, interrupted ones resume) --
+.PHONY: tables sweep-beta sweep-alpha compare reproduce-nyuv2 reproduce-nyuv2-segnet reproduce-cityscapes \
+        reproduce-qm9 reproduce-office31 reproduce-officehome reproduce-all reproduce-demo bench-step toy
+
+tables: install
+	$(PY) scripts/tables.py
+
+sweep-beta: install
+	$(PY) scripts/sweep.py beta --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+sweep-alpha: install
+	$(PY) scripts/sweep.py alpha --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+compare: install
+	$(PY) scripts/compare.py --method $(METHOD) --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+reproduce-nyuv2: install
+	$(PY) scripts/reproduce.py nyuv2 --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+reproduce-nyuv2-segnet: install
+	$(PY) scripts/reproduce.py nyuv2_segnet --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+reproduce-cityscapes: install
+	$(PY) scripts/reproduce.py cityscapes --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+reproduce-qm9: install
+	$(PY) scripts/reproduce.py qm9 --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+reproduce-office31: install
+	$(PY) scripts/reproduce.py office31 --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+reproduce-officehome: install
+	$(PY) scripts/reproduce.py officehome --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+reproduce-all: reproduce-nyuv2 reproduce-nyuv2-segnet reproduce-cityscapes reproduce-qm9 reproduce-office31 reproduce-officehome
+
+reproduce-demo: install
+	$(PY) scripts/reproduce.py demo --launcher $(LAUNCHER)
+
+bench-step: install
+	$(PY) scripts/bench_step.py --workload resnet18_office
+
+toy: install
+	$(PY) scripts/toy_trajectories.py
+
 clean:
-	rm -rf results/runs results/tables multirun outputs .pytest_cache
+	rm -rf results/runs results/tables results/sweeps results/compare multirun outputs .pytest_cache
