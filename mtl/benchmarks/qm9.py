@@ -1,0 +1,159 @@
+"""`qm9`: 11 molecular property regressions on QM9 with the MPNN of nash-mtl / LibMTL.
+
+Data: `datasets.qm9.QM9` (PyG's QM9 rebuilt offline from qm9pack, same molecules and order).
+Each item gets the references' on-the-fly transforms: `Complete` (fully connected graph without
+self loops; bonded pairs keep their 4-d bond one-hot, others zeros) + `Distance(norm=False)`
+(appends the distance in Å), so edges carry 5 features.
+
+Targets are z-scored with the mean/std over ALL loaded molecules (train, val and test): the
+quirk of both references (LibMTL z-scores `dataset.data.y`; nash-mtl's `train_dataset.data.y`
+is the full storage too). Loss: MSE per target on z-scored values. Metric: MAE in PyG units
+(eV, D, a0^3, a0^2, cal/mol/K), times 1000 (meV) for homo, lumo, zpve, U0, U, H, G.
+
+Splits: "libmtl" = LibMTL's fixed permutation (examples/qm9/random_split.t, shipped as
+datasets/qm9_data/libmtl_random_split.npy): test = first 10,000, val = next 10,000, train = rest;
+"seeded" = nash-mtl's `dataset.shuffle()` after set_seed(s), i.e. torch.randperm with seed s.
+With `limit` (only the first `limit` molecules built), each molecule keeps the split it has in
+the full protocol; `subset` then takes the first k of each split (CPU-sized variant).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch_geometric.loader import DataLoader
+from torch_geometric.transforms import Compose, Distance
+from torch_geometric.utils import remove_self_loops
+
+from datasets.qm9 import NUM_MOLECULES, QM9, TARGETS
+from models.mpnn import mpnn_hps
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec
+from mtl.errors import DatasetNotFound
+
+# Default 11 targets (PyG indices) of nash-mtl and LibMTL, in output order.
+DEFAULT_TARGETS = (0, 1, 2, 3, 5, 6, 12, 13, 14, 15, 11)
+DEFAULT_TASK_NAMES = ("mu", "alpha", "homo", "lumo", "r2", "zpve", "U0", "U", "H", "G", "cv")
+MEV_TARGETS = frozenset({2, 3, 6, 12, 13, 14, 15})  # eV -> meV in the reported MAE (both references)
+SPLIT_FILE = Path(__file__).resolve().parents[2] / "datasets" / "qm9_data" / "libmtl_random_split.npy"
+SPLITS = ("libmtl", "seeded")
+
+
+class Complete:
+    """Fully connected graph without self loops (the references' `Complete` transform, edges in
+    row-major order); bonded pairs keep their edge_attr, the others get zeros."""
+
+    def __call__(self, data):
+        n = data.num_nodes
+        ar = torch.arange(n, device=data.edge_index.device)
+        row, col = ar.repeat_interleave(n), ar.repeat(n)
+        edge_attr = None
+        if data.edge_attr is not None:
+            edge_attr = data.edge_attr.new_zeros((n * n, data.edge_attr.size(1)))
+            edge_attr[data.edge_index[0] * n + data.edge_index[1]] = data.edge_attr
+        data.edge_index, data.edge_attr = remove_self_loops(torch.stack([row, col]), edge_attr)
+        return data
+
+    def __repr__(self) -> str:
+        return "Complete()"
+
+
+def reference_transform():
+    return Compose([Complete(), Distance(norm=False)])
+
+
+def split_indices(kind: str = "libmtl", n_test: int = 10_000, n_val: int = 10_000, seed: int = 42,
+                  limit: int | None = None) -> dict[str, torch.Tensor]:
+    """Dataset positions of test/val/train (in split order), restricted to positions < limit."""
+    if kind == "libmtl":
+        if not SPLIT_FILE.is_file():
+            raise DatasetNotFound(f"QM9: LibMTL split file missing at {SPLIT_FILE} (it ships with the "
+                                  f"project; restore it from git).")
+        perm = torch.from_numpy(np.load(SPLIT_FILE).astype(np.int64))
+    elif kind == "seeded":
+        perm = torch.randperm(NUM_MOLECULES, generator=torch.Generator().manual_seed(seed))
+    else:
+        raise ValueError(f"QM9 split {kind!r} unknown; choose one of {SPLITS}")
+    if len(perm) != NUM_MOLECULES:
+        raise DatasetNotFound(f"QM9: split permutation has {len(perm)} entries, expected {NUM_MOLECULES}.")
+    parts = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
+    if limit is not None:
+        parts = {k: v[v < limit] for k, v in parts.items()}
+    return parts
+
+
+class QM9Benchmark(Benchmark):
+    name = "qm9"
+
+    def __init__(self, root: str | None = None, targets: Sequence[int] = DEFAULT_TARGETS,
+                 task_names: Sequence[str] = DEFAULT_TASK_NAMES, split: str = "libmtl",
+                 split_seed: int = 42, n_test: int = 10_000, n_val: int = 10_000,
+                 limit: int | None = None, subset: dict | None = None, batch_size: int = 128,
+                 eval_batch_size: int | None = None, features: str = "pyg", ghost_bonds: bool = True,
+                 dim: int = 64, num_workers: int = 0, progress: bool = True):
+        targets, task_names = [int(t) for t in targets], list(task_names)
+        if len(targets) != len(task_names):
+            raise ValueError(f"qm9: {len(targets)} targets but {len(task_names)} task names")
+        bad = [t for t in targets if not 0 <= t < len(TARGETS)]
+        if bad:
+            raise ValueError(f"qm9: target indices {bad} outside 0..{len(TARGETS) - 1}")
+        self.targets = targets
+        self.dataset = QM9(root=root, transform=reference_transform(), features=features,
+                           ghost_bonds=ghost_bonds, limit=limit, progress=progress)
+        y = self.dataset._data.y[:, targets]
+        # Reference quirk: statistics over every loaded molecule (float32, unbiased std, as torch).
+        self.target_mean, self.target_std = y.mean(0), y.std(0)
+        self.scale = torch.tensor([1000.0 if t in MEV_TARGETS else 1.0 for t in targets], dtype=torch.float64)
+        parts = split_indices(split, n_test, n_val, split_seed, self.dataset.limit)
+        for s, k in (subset or {}).items():
+            if s not in parts:
+                raise ValueError(f"qm9 subset key {s!r} unknown; use train/val/test")
+            if k is not None:
+                if len(parts[s]) < k:
+                    raise ValueError(f"qm9: subset {s}={k} but only {len(parts[s])} {s} molecules within limit={limit}")
+                parts[s] = parts[s][:k]
+        self.split_positions = parts
+        self.tasks = [TaskSpec(n, (MetricSpec("mae", higher_is_better=False),)) for n in task_names]
+        self.model = mpnn_hps(task_names, dim=dim)
+        ebs = eval_batch_size or batch_size
+        self.loaders = {
+            "train": DataLoader(self.dataset[parts["train"]], batch_size=batch_size, shuffle=True,
+                                generator=torch.Generator(), num_workers=num_workers),
+            "val": DataLoader(self.dataset[parts["val"]], batch_size=ebs, num_workers=num_workers),
+            "test": DataLoader(self.dataset[parts["test"]], batch_size=ebs, num_workers=num_workers),
+        }
+
+    def normalized_targets(self, batch) -> torch.Tensor:
+        y = batch.y[:, self.targets]
+        return (y - self.target_mean.to(y.device)) / self.target_std.to(y.device)
+
+    def predictions(self, out: dict) -> torch.Tensor:
+        return torch.cat([out[t.name].reshape(-1, 1) for t in self.tasks], dim=1)
+
+    def compute_losses(self, model, batch, rep_grad=False):
+        out, rep = model(batch, rep_grad=rep_grad)
+        losses = ((self.predictions(out) - self.normalized_targets(batch)) ** 2).mean(0)
+        return losses, rep
+
+    def mae(self, pred_norm: torch.Tensor, y_norm: torch.Tensor) -> torch.Tensor:
+        """Summed absolute error per target in reported units (LibMTL: |pred*std - gt*std|, x1000
+        for the meV targets) over the rows given; [T] float64."""
+        err = (pred_norm.double() - y_norm.double()).abs() * self.target_std.double().to(pred_norm.device)
+        return err.sum(0).cpu() * self.scale
+
+    @torch.no_grad()
+    def evaluate(self, model, split, device):
+        total = torch.zeros(len(self.tasks), dtype=torch.float64)
+        n = 0
+        for batch in self.loaders[split]:
+            batch = batch.to(device)
+            out, _ = model(batch)
+            total += self.mae(self.predictions(out), self.normalized_targets(batch))
+            n += batch.num_graphs
+        mae = total / n
+        return {t.name: {"mae": float(mae[i])} for i, t in enumerate(self.tasks)}
+
+
+def build(**cfg) -> QM9Benchmark:
+    return QM9Benchmark(**cfg)
