@@ -73,16 +73,20 @@ class GradientEngine:
 
     def _loop(self, losses, shared, task, retain_graph) -> TaskGradients:
         params = list(shared) + list(task)
-        rows, task_rows = [], []
+        task_rows = []
         T = losses.shape[0]
+        out = None
         for t in range(T):
             grads = torch.autograd.grad(
                 losses[t], params, retain_graph=retain_graph or t < T - 1, allow_unused=True
             )
             self.backward_passes += 1
-            rows.append(_flatten(grads[: len(shared)], shared))
+            if out is None:  # rows are written in place: one copy of the gradients, not cat + stack
+                ref = next((g for g in grads[: len(shared)] if g is not None), losses)
+                out = torch.empty(T, flat_dim(shared), device=ref.device, dtype=ref.dtype)
+            _flatten_into(out[t], grads[: len(shared)], shared)
             task_rows.append(list(grads[len(shared):]))
-        return TaskGradients(torch.stack(rows), task_rows)
+        return TaskGradients(out, task_rows)
 
     def _batched(self, losses, shared, task, retain_graph) -> TaskGradients:
         params = list(shared) + list(task)
@@ -131,6 +135,17 @@ def _flatten(grads, params) -> torch.Tensor:
         [(g.reshape(-1) if g is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype))
          for g, p in zip(grads, params)]
     )
+
+
+def _flatten_into(row: torch.Tensor, grads, params) -> None:
+    offset = 0
+    for g, p in zip(grads, params):
+        n = p.numel()
+        if g is None:
+            row[offset: offset + n].zero_()
+        else:
+            row[offset: offset + n].copy_(g.reshape(-1))
+        offset += n
 
 
 def flat_dim(params: Sequence[torch.Tensor]) -> int:

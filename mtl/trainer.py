@@ -177,6 +177,10 @@ class Trainer:
                 self.run_dir.write_metrics(history)
                 logger.log_epoch(record, step=epoch)
                 print(self._epoch_line(record), flush=True)
+                failures = {k: v for k, v in record.items() if "failures" in k and v}
+                if failures:
+                    print(f"[mtl] warning: epoch {epoch} had solver failures {failures} "
+                          f"(per-step details in the log; counts in metrics.jsonl)", flush=True)
                 if cfg.trainer.kill_after_epoch is not None and epoch == int(cfg.trainer.kill_after_epoch):
                     os.kill(os.getpid(), signal.SIGKILL)  # simulate a crash: no cleanup runs
             summary = self._summary(history, global_step, wall)
@@ -309,6 +313,7 @@ class Trainer:
             "reference_source": self.protocol.reference.source,
             "epochs": len(history), "steps": global_step,
             "backward_passes": self.method.engine.backward_passes, "wall_time_s": wall,
+            "solver_failures": sum(v for r in history for k, v in r.items() if "failures" in k),
             "device": str(self.device),
             "versions": {"mtl": mtl.__version__, "torch": torch.__version__, "python": platform.python_version()},
             "git_commit": git_commit(),

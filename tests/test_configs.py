@@ -38,9 +38,12 @@ def test_method_config_creates_method(method):
 
 @pytest.mark.parametrize("bench", BENCHMARKS)
 def test_every_method_composes_with(bench):
-    for method in METHODS:
-        cfg = compose([f"benchmark={bench}", f"method={method}"])
-        assert cfg.run.dir.endswith(f"{cfg.benchmark.name}/{cfg.method.name}/seed0")
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):  # one init, many composes
+        for method in METHODS:
+            cfg = hydra_compose("train", overrides=[f"benchmark={bench}", f"method={method}"])
+            assert cfg.run.dir.endswith(f"{cfg.benchmark.name}/{cfg.method.name}/seed0")
 
 
 def test_datasets_package_is_this_project():

@@ -87,7 +87,7 @@ def test_nash_aggregate_clips_shared_norm_and_warm_starts():
 def test_nash_forced_failure_raises(monkeypatch):
     import cvxpy as cp
 
-    m = methods.create("nash_mtl", num_tasks=3)
+    m = methods.create("nash_mtl", num_tasks=3, on_solver_error="raise")
 
     def boom(*a, **k):
         raise cp.error.SolverError("forced")
@@ -121,7 +121,7 @@ def test_nash_infeasible_problem_is_not_silent():
     # a task with a zero gradient makes (G G^T alpha)_i = 0: no feasible alpha
     G = _orthogonal([1.0, 2.0, 0.0])
     with pytest.raises(SolverError):
-        methods.create("nash_mtl", num_tasks=3).solve_weights(G)
+        methods.create("nash_mtl", num_tasks=3, on_solver_error="raise").solve_weights(G)
     m = methods.create("nash_mtl", num_tasks=3, on_solver_error="count")
     alpha, info = m.solve_weights(G)
     assert info["solver_failures"] == 1

@@ -17,9 +17,11 @@ def project_simplex(v: torch.Tensor, s: float = 1.0) -> torch.Tensor:
         raise ValueError(f"project_simplex expects a 1-D tensor, got shape {tuple(v.shape)}")
     if not torch.isfinite(v).all():
         raise ValueError(f"project_simplex: non-finite input {v.tolist()}")
-    u, _ = torch.sort(v, descending=True)
+    x = v.double()  # float32 cancellation in u - (cumsum - s) can lose the always-true first index
+    u, _ = torch.sort(x, descending=True)
     css = torch.cumsum(u, 0) - s
-    idx = torch.arange(1, v.numel() + 1, device=v.device, dtype=v.dtype)
-    rho = int(torch.nonzero(u - css / idx > 0)[-1])  # last index where the condition holds
+    idx = torch.arange(1, x.numel() + 1, device=x.device, dtype=x.dtype)
+    hits = torch.nonzero(u - css / idx > 0)
+    rho = int(hits[-1]) if hits.numel() else 0  # index 0 always qualifies in exact arithmetic
     theta = css[rho] / (rho + 1)
-    return (v - theta).clamp(min=0)
+    return (x - theta).clamp(min=0).to(v.dtype)

@@ -13,8 +13,11 @@ finishes with a backward of sum alpha_t L_t).
 
 Differences from the reference: it needs ECOS installed explicitly (cvxpy >= 1.6 no longer
 ships it, and the reference's bare `except:` then silently keeps alpha = ones, i.e. EW + clipping);
-a failed or non-optimal solve raises `SolverError` (`on_solver_error="raise"`) or is counted,
-logged and reported per step as `solver_failures` (`"count"`, keeping the last good alpha).
+a failed or non-optimal solve is counted, logged and reported per step as `solver_failures`
+(`on_solver_error="count"`, the default: it keeps the last good alpha, which is what the
+reference's numbers were produced with, e.g. when the linearised subproblem at alpha = ones is
+unbounded because the summed gradient conflicts with a task) or raises `SolverError` ("raise").
+The trainer prints the per-epoch failure count and summary.json carries the total.
 ECOS "optimal_inaccurate" solves are accepted (as the reference) and counted in
 `solver_inaccurate`; `nash_residual` = max_i |alpha_i (G G^T alpha)_i - 1| shows when the
 linearisation stalled short of the bargaining solution (it can, for strongly rescaled
@@ -56,7 +59,7 @@ class NashMTL(GradientMethod):
     _state_attrs = ("prvs_alpha", "solver_failures_total", "_nash_step")
 
     def __init__(self, num_tasks: int, *, update_weights_every: int = 1, optim_niter: int = 20,
-                 max_norm: float = 1.0, on_solver_error: str = "raise", ecos_max_iters: int = 100,
+                 max_norm: float = 1.0, on_solver_error: str = "count", ecos_max_iters: int = 100,
                  **kwargs):
         super().__init__(num_tasks, **kwargs)
         if on_solver_error not in ON_SOLVER_ERROR:

@@ -1,0 +1,34 @@
+"""Per-task terms of a loss-weighting method outside its own `backward` (used by `combo`).
+
+`Method.backward` records the raw losses (epoch means, step count) and applies the loss
+transform before `_backward`; a combined method has to do the same for its loss part before it
+hands the per-task terms to a gradient method, so both paths share this one helper.
+"""
+from __future__ import annotations
+
+import torch
+
+from mtl.methods.base import LossWeighting, transform_losses
+
+
+class RawLossesMixin:
+    """Keeps the untransformed losses of the current step in `self.raw_losses` (IGB computes its
+    weights from raw losses but applies them to log losses)."""
+
+    raw_losses: torch.Tensor | None = None
+
+    def backward(self, losses, *args, **kwargs):
+        self.raw_losses = losses.detach()
+        return super().backward(losses, *args, **kwargs)
+
+
+def loss_terms(method: LossWeighting, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bookkeeping `Method.backward` does, then `method.task_terms` of the transformed losses."""
+    if tuple(losses.shape) != (method.num_tasks,):
+        raise ValueError(f"{method.name}: losses must have shape ({method.num_tasks},), got {tuple(losses.shape)}")
+    raw = losses.detach()
+    method.raw_losses = raw
+    method._loss_sum += raw.double().cpu()
+    method._loss_count += 1
+    method.step_count += 1
+    return method.task_terms(transform_losses(losses, method.loss_transform))

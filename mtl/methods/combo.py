@@ -1,0 +1,97 @@
+"""`combo`: a loss-weighting method feeding a gradient method, as IGB4MTL combines them.
+
+The loss method's per-task terms (e.g. IGBv1's w_t log L_t) are handed to the gradient method as
+if they were the task losses (IGB + PCGrad runs PCGrad on the gradients of w_t log L_t). The loss
+method's own learnable parameters (UW's s, IMTL-L's scales) get the gradient of the sum of the terms,
+as a plain backward would give them, whatever the gradient method does with the network.
+
+    method=combo method.loss.name=igbv1 method.grad.name=nash_mtl
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from mtl.errors import InvalidCombination
+from mtl.methods._terms import loss_terms
+from mtl.methods.base import LossWeighting, Method
+from mtl.methods.registry import _REGISTRY, register
+
+
+def _spec(cfg, role: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(cfg, str):
+        return cfg, {}
+    if not isinstance(cfg, Mapping) and not hasattr(cfg, "items"):
+        raise TypeError(f"combo: `{role}` must be a name or a mapping with `name`, got {cfg!r}")
+    spec = dict(cfg.items())
+    if "name" not in spec:
+        raise ValueError(f"combo: `{role}` needs a `name`, got keys {sorted(spec)}")
+    return spec.pop("name"), spec
+
+
+@register
+class Combined(Method):
+    name = "combo"
+
+    def __init__(self, num_tasks: int, *, loss=None, grad=None, loss_transform: str = "identity",
+                 rep_grad: bool = False, engine="loop"):
+        if loss_transform != "identity":
+            raise InvalidCombination("combo: set the loss transform on the parts (method.loss.loss_transform), "
+                                     "not on the combination")
+        super().__init__(num_tasks, engine=engine)
+        loss_name, loss_kw = _spec(loss if loss is not None else {"name": "igbv1"}, "loss")
+        grad_name, grad_kw = _spec(grad if grad is not None else {"name": "ew"}, "grad")
+        for n in (loss_name, grad_name):
+            if n not in _REGISTRY:
+                raise KeyError(f"combo: unknown method {n!r}; available: {', '.join(sorted(_REGISTRY))}")
+        if not issubclass(_REGISTRY[loss_name], LossWeighting):
+            raise InvalidCombination(f"combo: loss part {loss_name!r} is not a loss-weighting method")
+        if loss_name == "combo" or grad_name == "combo":
+            raise InvalidCombination("combo: parts cannot be combinations themselves")
+        self.loss_method = _REGISTRY[loss_name](num_tasks=num_tasks, engine=self.engine, **loss_kw)
+        self.grad_method = _REGISTRY[grad_name](num_tasks=num_tasks, engine=self.engine, rep_grad=rep_grad, **grad_kw)
+        for part in (self.loss_method, self.grad_method):
+            if part.batches_per_step != 1:
+                raise InvalidCombination(f"combo: {part.name!r} consumes {part.batches_per_step} batches per step; "
+                                         f"combinations take one")
+        if self.grad_method.wants_post_step_losses:
+            raise InvalidCombination(f"combo: gradient part {grad_name!r} needs post-step losses; re-evaluating "
+                                     f"the loss part's terms would advance its state twice per step")
+        self.rep_grad = bool(rep_grad)
+        self.supports_rep_grad = self.grad_method.supports_rep_grad
+        self.wants_post_step_losses = self.loss_method.wants_post_step_losses
+
+    def _backward(self, losses, shared_params, task_params, rep):
+        terms, w = loss_terms(self.loss_method, losses)
+        own = [p for p in self.loss_method.trainable_parameters() if p.requires_grad]
+        if own:  # the loss method's parameters: gradient of sum(terms), independent of the grad method
+            own_grads = torch.autograd.grad(terms.sum(), own, retain_graph=True, allow_unused=True)
+            before = [None if p.grad is None else p.grad.clone() for p in own]
+        info = self.grad_method.backward(terms, shared_params, task_params, rep=rep)
+        if own:
+            for p, g, b in zip(own, own_grads, before):
+                g = torch.zeros_like(p) if g is None else g
+                p.grad = g if b is None else b + g
+        out = {f"grad/{k}": v for k, v in info.items()}
+        out["loss_weights"] = w.detach()
+        if "weights" in info:
+            out["weights"] = info["weights"]
+        return out
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.loss_method.on_epoch_start(epoch)
+        self.grad_method.on_epoch_start(epoch)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        super().on_epoch_end(epoch)
+        self.loss_method.on_epoch_end(epoch)
+        self.grad_method.on_epoch_end(epoch)
+
+    def after_step(self, new_losses: torch.Tensor) -> None:
+        self.loss_method.after_step(new_losses)
+
+    def trainable_parameters(self):
+        return self.loss_method.trainable_parameters() + self.grad_method.trainable_parameters()
