@@ -64,7 +64,7 @@ def test_mgda_non_convergence_is_counted_or_raised():
     assert agg.info["solver_failures"] == 1 and m.solver_failures_total == 1
     assert close(agg.weights.sum(), 1.0)  # still a convex combination
     with pytest.raises(SolverError, match="did not converge"):
-        methods.create("mgda", num_tasks=4, max_iter=1, on_solver_failure="raise").aggregate(G, torch.ones(4))
+        methods.create("mgda", num_tasks=4, max_iter=1, on_solver_error="raise").aggregate(G, torch.ones(4))
     assert methods.create("mgda", num_tasks=4).aggregate(G, torch.ones(4)).info["solver_failures"] == 0
 
 

@@ -8,7 +8,7 @@ LibMTL's clamp (0.999 / 0.001 instead of 1 / 0 when one gradient dominates the o
 Non-convergence: LibMTL returns None after MAX_ITER and then crashes in the next einsum. Here
 the last iterate (a valid convex combination, not the exact min-norm point) is used and the step
 is reported as a counted failure: diagnostics carry `solver_failures` (1 for that step, summed per
-epoch by the trainer); `on_solver_failure="raise"` raises `SolverError` instead.
+epoch by the trainer); `on_solver_error="raise"` raises `SolverError` instead.
 
 Gradient normalisation `mgda_gn` (none | l2 | loss | loss+) divides g_t by 1, ||g_t||, L_t or
 L_t ||g_t|| before solving. As in LibMTL, in param-grad mode the update is sum_t sol_t g_t / gn_t
@@ -125,15 +125,15 @@ class MGDA(GradientMethod):
     _state_attrs = ("solver_failures_total",)
 
     def __init__(self, num_tasks: int, *, mgda_gn: str = "none", max_iter: int = MAX_ITER,
-                 on_solver_failure: str = "count", **kwargs):
+                 on_solver_error: str = "count", **kwargs):
         super().__init__(num_tasks, **kwargs)
         if mgda_gn not in NORMALISERS:
             raise ValueError(f"mgda_gn {mgda_gn!r} unknown; choose one of {NORMALISERS}")
-        if on_solver_failure not in ("count", "raise"):
-            raise ValueError(f"on_solver_failure must be 'count' or 'raise', got {on_solver_failure!r}")
+        if on_solver_error not in ("count", "raise"):
+            raise ValueError(f"on_solver_error must be 'count' or 'raise', got {on_solver_error!r}")
         self.mgda_gn = mgda_gn
         self.max_iter = max_iter
-        self.on_solver_failure = on_solver_failure
+        self.on_solver_error = on_solver_error
         self.solver_failures_total = 0
 
     def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:
@@ -142,7 +142,7 @@ class MGDA(GradientMethod):
         res = find_min_norm_element(Gn @ Gn.T, max_iter=self.max_iter)
         if not res.converged:
             self.solver_failures_total += 1
-            if self.on_solver_failure == "raise":
+            if self.on_solver_error == "raise":
                 raise SolverError(f"{self.name}: min-norm solver did not converge in {self.max_iter} "
                                   f"iterations (L1 change >= {STOP_CRIT}); last weights {res.weights.tolist()}")
         sol = res.weights.to(G.dtype).to(G.device)
