@@ -39,6 +39,7 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--root", default="results/runs")
+    ap.add_argument("--tables", default="results/tables", help="where the table and plot go")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.epochs=2")
     args = ap.parse_args(argv)
     for method in args.methods:
@@ -50,7 +51,7 @@ def main(argv=None) -> None:
     df = df[df["method"].isin(args.methods) & df["seed"].isin(args.seeds)]
     agg = aggregate(df)
     table = delta_table_markdown(agg)
-    out = Path("results/tables") / f"demo_{args.benchmark}.md"
+    out = Path(args.tables) / f"demo_{args.benchmark}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table + "\n")
     bar_plot(agg, out.with_suffix(".png"))
