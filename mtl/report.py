@@ -13,9 +13,10 @@ def load_summaries(root: str | Path, benchmark: str | None = None) -> pd.DataFra
     rows = []
     for path in sorted(Path(root).glob("*/*/seed*/summary.json")):
         s = json.loads(path.read_text())
-        if benchmark is not None and s["benchmark"] != benchmark:
+        bench = path.parents[2].name  # the config name (qm9_small), as in the run directory
+        if benchmark is not None and bench != benchmark:
             continue
-        row = {"benchmark": s["benchmark"], "method": path.parent.parent.name, "seed": s["seed"],
+        row = {"benchmark": bench, "method": path.parent.parent.name, "seed": s["seed"],
                "delta_p": s["delta_p"], "delta_m": s["delta_m"], "wall_time_s": s["wall_time_s"],
                "path": str(path.parent)}
         for task, metrics in s["metrics"].items():

@@ -306,7 +306,7 @@ class Trainer:
         chosen = reported[self.protocol.selection]
         cfg = self.cfg
         return {
-            "benchmark": self.bench.name, "method": cfg.method.name, "tag": cfg.run.tag, "seed": int(cfg.seed),
+            "benchmark": cfg.benchmark.name, "method": cfg.method.name, "tag": cfg.run.tag, "seed": int(cfg.seed),
             "selection": self.protocol.selection, "selected_epoch": chosen["epoch"],
             "metrics": chosen["metrics"], "delta_p": chosen["delta_p"], "delta_m": chosen["delta_m"],
             "delta_p_per_task": chosen["delta_p_per_task"], "reported": reported,

@@ -22,6 +22,7 @@ def test_run_writes_complete_directory(train):
         assert key in summary, key
     assert summary["delta_m"] == pytest.approx(-summary["delta_p"])  # one metric per task: Δm = -Δp
     assert summary["steps"] == 2 * 4  # 256 samples / batch 64, two epochs
+    assert summary["backward_passes"] == summary["steps"]  # EW: one backward pass per step
     lines = RunDir(path).read_metrics()
     assert [r["epoch"] for r in lines] == [0, 1]
     assert set(lines[0]["train_loss"]) == {"t0", "t1", "t2"}

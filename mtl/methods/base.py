@@ -203,6 +203,7 @@ class LossWeighting(Method):
     def _backward(self, losses, shared_params, task_params, rep):
         terms, w = self.task_terms(losses)
         terms.sum().backward()
+        self.engine.backward_passes += 1
         return {"weights": w.detach()}
 
 
