@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from mtl import methods
-from mtl.benchmarks.toy import STARTS, ToyPoint, objectives
+from mtl.benchmarks.toy import STARTS, ToyPoint, objectives, toy_losses
 
 
 def trajectory(method_name: str, start, steps: int, lr: float, scale: float, seed: int = 0) -> torch.Tensor:
@@ -28,17 +28,17 @@ def trajectory(method_name: str, start, steps: int, lr: float, scale: float, see
     path = [model.x.detach().clone()]
     for _ in range(steps):
         opt.zero_grad()
-        out, _ = model()
-        losses = torch.stack([out["f1"], out["f2"]])
+        losses = toy_losses(model)
         if method.batches_per_step > 1:
             losses = losses.expand(method.batches_per_step, 2)
         method.backward(losses, [model.x], [])
         opt.step()
         if method.wants_post_step_losses:
             with torch.no_grad():
-                out, _ = model()
-                method.after_step(torch.stack([out["f1"], out["f2"]]))
+                method.after_step(toy_losses(model))
         path.append(model.x.detach().clone())
+        if not torch.isfinite(model.x).all():
+            raise FloatingPointError(f"{method_name}: point became non-finite at step {len(path) - 1}")
     return torch.stack(path)
 
 
@@ -73,7 +73,7 @@ def plot(paths: dict[str, list[torch.Tensor]], scale: float, out: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", nargs="+", default=["ew", "mgda", "pcgrad", "cagrad", "nash_mtl", "db_mtl"])
+    ap.add_argument("--methods", nargs="+", default=["ew", "mgda", "pcgrad", "cagrad", "imtl_g", "famo", "db_mtl"])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies f1 (Nash-MTL's imbalance uses 0.1)")
