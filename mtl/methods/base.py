@@ -215,6 +215,7 @@ class GradientMethod(Method):
     """
 
     head_grads: ClassVar[str] = "plain"
+    param_sizes: list[int] | None = None  # numel of each shared tensor in the current step (rows of G)
 
     def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:
         """G: [T, D] task gradients; losses: [T] (transformed, detached). Pure tensor math."""
@@ -223,6 +224,7 @@ class GradientMethod(Method):
     def _backward(self, losses, shared_params, task_params, rep):
         if self.rep_grad:
             return self._backward_rep(losses, task_params, rep)
+        self.param_sizes = [p.numel() for p in shared_params]  # for per-tensor methods (MTAdam, ...)
         grads = self.engine.jacobian(losses, shared_params, task_params)
         agg = self.aggregate(grads.shared, losses.detach())
         direction = agg.direction if agg.direction is not None else agg.weights @ grads.shared

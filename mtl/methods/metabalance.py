@@ -49,13 +49,8 @@ class MetaBalance(GradientMethod):
             raise ValueError(f"MetaBalance relax_factor must lie in [0, 1], got {relax_factor}")
         self.beta, self.relax_factor, self.anchor = beta, relax_factor, anchor
         self.norms: torch.Tensor | None = None
-        self._sizes: list[int] | None = None
-
-    def _backward(self, losses, shared_params, task_params, rep):
-        self._sizes = [p.numel() for p in shared_params]
-        return super()._backward(losses, shared_params, task_params, rep)
 
     def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:
-        sizes = self._sizes if self._sizes is not None else [G.shape[1]]
+        sizes = self.param_sizes if self.param_sizes is not None else [G.shape[1]]
         direction, self.norms = metabalance_step(G, sizes, self.norms, self.beta, self.relax_factor, self.anchor)
         return Aggregate(direction=direction)

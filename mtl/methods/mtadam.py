@@ -83,13 +83,8 @@ class MTAdam(GradientMethod):
         self.eps = eps
         self.ranks = None if ranks is None else torch.tensor(list(ranks), dtype=torch.float32)
         self.state: dict = {}
-        self._sizes: list[int] | None = None
-
-    def _backward(self, losses, shared_params, task_params, rep):
-        self._sizes = [p.numel() for p in shared_params]
-        return super()._backward(losses, shared_params, task_params, rep)
 
     def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:
-        sizes = self._sizes if self._sizes is not None else [G.shape[1]]
+        sizes = self.param_sizes if self.param_sizes is not None else [G.shape[1]]
         direction = mtadam_step(G, sizes, self.state, self.betas, self.eps, self.ranks)
         return Aggregate(direction=direction)
