@@ -2,8 +2,8 @@
 STL reference) lives in the benchmark's config; a benchmark knows nothing about methods."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -85,20 +85,3 @@ class Benchmark:
 
     def splits(self) -> list[str]:
         return [s for s in ("val", "test") if self.loaders.get(s) is not None]
-
-
-@dataclass
-class InfiniteBatches:
-    """Cycles a loader (used when a method consumes several batches per step)."""
-
-    loader: Iterable
-    _it: Iterator | None = field(default=None, repr=False)
-
-    def next(self):
-        if self._it is None:
-            self._it = iter(self.loader)
-        try:
-            return next(self._it)
-        except StopIteration:
-            self._it = iter(self.loader)
-            return next(self._it)

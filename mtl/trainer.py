@@ -209,7 +209,8 @@ class Trainer:
         method.on_epoch_start(epoch)
         seed = int(cfg.seed)
         k = method.batches_per_step
-        # methods that consume several batches per step draw the extra ones from other shuffles
+        # methods that consume several batches per step draw the extra ones from other shuffles of
+        # the same loader (same length as the main iterator, so they never run out first)
         extra_iters = [bench.train_batches(epoch, seed + 7919 * (j + 1)) for j in range(k - 1)]
         total = bench.steps_per_epoch()
         if cfg.trainer.max_steps_per_epoch is not None:
@@ -227,7 +228,7 @@ class Trainer:
             else:
                 rows = [bench.compute_losses(model, batch)[0]]
                 for it in extra_iters:
-                    rows.append(bench.compute_losses(model, to_device(_next_cycled(it, bench, epoch, seed), self.device))[0])
+                    rows.append(bench.compute_losses(model, to_device(next(it), self.device))[0])
                 losses, rep = torch.stack(rows), None
             self._check_finite(losses, epoch, global_step + steps)
             self.optimizer.zero_grad(set_to_none=False)
@@ -251,12 +252,11 @@ class Trainer:
         return out, steps
 
     def _check_finite(self, losses: torch.Tensor, epoch: int, step: int) -> None:
-        finite = torch.isfinite(losses)
-        if bool(finite.all()):
+        if bool(torch.isfinite(losses).all()):
             return
-        idx = (~finite).nonzero()[0].tolist()
-        t = idx[-1]
-        value = losses.detach().reshape(-1, losses.shape[-1])[idx[0] if len(idx) == 2 else 0, t].item()
+        rows = losses.detach().reshape(-1, losses.shape[-1])  # [batches_per_step, T]
+        b, t = (~torch.isfinite(rows)).nonzero()[0].tolist()
+        value = rows[b, t].item()
         ckpt = self.run_dir.path / CHECKPOINT
         kept = f"the last good checkpoint is kept at {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
         raise NonFiniteLoss(
@@ -327,13 +327,6 @@ class Trainer:
                 parts.append(f"{split} Δp {r[f'{split}_delta_p']:+.2f}")
         parts.append(f"{r['epoch_time_s']:.1f}s")
         return "[mtl] " + " | ".join(parts)
-
-
-def _next_cycled(it, bench, epoch, seed):
-    try:
-        return next(it)
-    except StopIteration:  # pragma: no cover - extra iterators restart with a new shuffle
-        return next(iter(bench.train_batches(epoch, seed + 104729)))
 
 
 def _progress(total: int, desc: str, enabled: bool):

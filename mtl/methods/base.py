@@ -129,7 +129,9 @@ class Method(nn.Module):
         shared_params = [p for p in shared_params if p.requires_grad]
         task_params = [p for p in task_params if p.requires_grad]
         raw = losses.detach()
-        self._loss_sum += (raw if raw.dim() == 1 else raw.mean(0)).double().cpu()
+        if self._loss_sum.device != raw.device:  # accumulate where the losses live: no per-step host sync
+            self._loss_sum = self._loss_sum.to(raw.device)
+        self._loss_sum += (raw if raw.dim() == 1 else raw.mean(0)).double()
         self._loss_count += 1
         self.step_count += 1
         return self._backward(transform_losses(losses, self.loss_transform), shared_params, task_params, rep)
