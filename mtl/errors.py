@@ -19,3 +19,27 @@ class NonFiniteLoss(MTLError):
 
 class DatasetNotFound(MTLError):
     """A benchmark's data is missing on disk."""
+
+
+class InvalidValue(MTLError):
+    """A configuration value or API argument is invalid; the message names the key and the fix."""
+
+
+class ConfigChanged(MTLError):
+    """A run directory is being resumed with settings that differ from the ones it started with."""
+
+
+class RunLocked(MTLError):
+    """Another process is training in the same run directory."""
+
+
+class NoGPU(MTLError):
+    """A GPU protocol found no GPU and was not told to run on the CPU."""
+
+
+class DamagedFile(MTLError):
+    """A file the run needs (checkpoint, summary, metrics, cache) cannot be read."""
+
+
+class Preempted(MTLError):
+    """The run received a preemption signal; a checkpoint was saved and the run stopped."""

@@ -5,18 +5,26 @@ or the new file, never a torn one; finished results are never overwritten unless
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
+
+from mtl.errors import DamagedFile, RunLocked
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
+LOCK = ".lock"
+REPLACED_SUMMARY = "summary.replaced.json"  # a forced re-run keeps the result it replaces here
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -77,10 +85,102 @@ class RunDir:
         _atomic_write_bytes(self.path / CHECKPOINT, lambda f: torch.save(state, f))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint on the CPU (the trainer moves it to the run's device), or None if there is
+        none. A damaged file stops the run: it is never silently ignored or overwritten."""
         p = self.path / CHECKPOINT
         if not p.exists():
             return None
-        return torch.load(p, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - torch raises many types for a torn or foreign file
+            raise DamagedFile(
+                f"{p}: cannot be read as a checkpoint ({type(err).__name__}: {str(err)[:120]}); delete it "
+                f"to restart this run from scratch, or pass run.force=true") from None
+        if not isinstance(state, dict) or not {"model", "epoch", "history"} <= set(state):
+            raise DamagedFile(f"{p}: not a checkpoint of this suite (keys missing); delete it to restart "
+                              f"this run from scratch, or pass run.force=true")
+        return state
+
+    def delete_checkpoint(self) -> None:
+        (self.path / CHECKPOINT).unlink(missing_ok=True)
+
+    def read_config(self) -> str | None:
+        p = self.path / CONFIG
+        return p.read_text() if p.exists() else None
+
+    def check_finished(self) -> bool:
+        """True if summary.json exists and parses; a damaged one stops with instructions."""
+        p = self.path / SUMMARY
+        if not p.exists():
+            return False
+        try:
+            json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise DamagedFile(f"{p}: damaged ({err}); delete it and re-run to resume from the checkpoint, "
+                              f"or pass run.force=true to train this run again") from None
+        return True
+
+    def set_aside_summary(self) -> Path | None:
+        """Move a finished summary.json out of the way (run.force): kept as summary.replaced.json
+        until the new run writes its own, so a forced re-run that fails loses nothing."""
+        p = self.path / SUMMARY
+        if not p.exists():
+            return None
+        dest = self.path / REPLACED_SUMMARY
+        os.replace(p, dest)
+        return dest
+
+    @contextlib.contextmanager
+    def lock(self, wait: bool = False, poll_s: float = 5.0) -> Iterator[None]:
+        """Hold the run directory's writer lock (one training process per run directory).
+
+        A POSIX record lock (fcntl.lockf) on <run>/.lock: the kernel releases it when the holder
+        exits in any way, so a lock left by a killed process is taken over at once; lockf also
+        works across hosts on NFS v4 and Lustre, where SLURM array tasks share the results
+        directory. The holder writes its host, pid and SLURM job id into the file so that a second
+        process can name it. With `wait`, the second process polls until the holder is gone.
+        """
+        self.create()
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            announced = False
+            while True:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    holder = _read_holder(fd)
+                    if not wait:
+                        raise RunLocked(
+                            f"{self.path} is being trained by another process ({holder}); wait for it "
+                            f"to finish, stop it, or pass run.wait_for_lock=true to wait") from None
+                    if not announced:
+                        print(f"[mtl] {self.path} is held by {holder}; waiting (run.wait_for_lock=true)",
+                              flush=True)
+                        announced = True
+                    time.sleep(poll_s)
+            info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "slurm_job": os.environ.get("SLURM_JOB_ID")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except ValueError:
+        info = {}
+    if not info:
+        return "a process that has not written its name yet"
+    job = f", SLURM job {info['slurm_job']}" if info.get("slurm_job") else ""
+    return f"pid {info.get('pid')} on {info.get('host')}{job}, since {info.get('since')}"
 
 
 def git_commit() -> str | None:

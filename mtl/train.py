@@ -10,6 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+EXIT_USER_ERROR = 2  # a bad value, missing data, a locked or changed run dir: the message says the fix
+EXIT_PREEMPTED = 3   # stopped by SIGUSR1/SIGUSR2/SIGTERM after saving a checkpoint: run again to resume
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
@@ -34,12 +36,16 @@ def run(overrides: list[str]) -> Path:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from mtl.errors import MTLError
+    from mtl.errors import MTLError, Preempted
 
     try:
         train(cfg)
+    except Preempted as err:  # checkpoint saved; exit status 3 tells a wrapper script to requeue
+        print(f"[mtl] {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
     except MTLError as err:  # our errors already say what and how to fix: no traceback
-        sys.exit(f"error: {type(err).__name__}: {err}")
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

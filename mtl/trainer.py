@@ -1,12 +1,20 @@
 """The training loop. It knows no method or benchmark by name: a benchmark supplies data, model,
 losses and metrics; a method turns per-task losses into gradients; the protocol (config) supplies
-optimizer, schedule, epochs, selection rule and STL reference."""
+optimizer, schedule, epochs, selection rule and STL reference.
+
+One run, in order: validate everything (nothing on disk touched yet) -> pick the device -> take the
+run directory's writer lock -> check a resumed run's config against the stored one -> set up
+benchmark, model, method, optimizer -> restore the checkpoint (moved to the run's device) -> fit,
+checkpointing every `trainer.checkpoint_every` epochs, at the end and when a preemption signal
+arrives -> write summary.json.
+"""
 from __future__ import annotations
 
+import itertools
 import os
 import platform
-import signal
 import random
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -22,27 +30,20 @@ import mtl
 from mtl import methods
 from mtl.benchmark import Benchmark, to_device
 from mtl.delta import delta_m, delta_p, delta_p_per_task
-from mtl.errors import InvalidCombination, MTLError, NonFiniteLoss
+from mtl.device import configure_determinism, describe, resolve_device
+from mtl.errors import ConfigChanged, InvalidCombination, MTLError, NonFiniteLoss, Preempted
 from mtl.loggers import make_logger
-from mtl.results import CHECKPOINT, SUMMARY, RunDir, git_commit
+from mtl.preemption import PreemptionGuard
+from mtl.resume import changed_keys, describe as describe_changes
+from mtl.results import CHECKPOINT, RunDir, git_commit
 from mtl.selection import select
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} requested but CUDA is not available; use device=cpu or device=auto")
-    return device
+from mtl.validate import validate
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,7 +58,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"][: torch.cuda.device_count()]  # a requeued job may see fewer GPUs
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def build_benchmark(cfg: DictConfig) -> Benchmark:
@@ -76,26 +78,40 @@ def build_benchmark(cfg: DictConfig) -> Benchmark:
 
 
 class EpochStats:
-    """Running means of train losses and method diagnostics over one epoch (failures are summed)."""
+    """Per-epoch aggregates of train losses and method diagnostics. Each diagnostic is reduced as
+    its method declares (`Method.diagnostic_reductions`: mean, sum or last; mean by default)."""
 
-    def __init__(self):
+    def __init__(self, reductions: dict[str, str] | None = None):
+        self.reductions = reductions or {}
         self.sums: dict[str, Any] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
+        self.last: dict[str, Any] = {}
 
     def add(self, key: str, value: Any) -> None:
         if isinstance(value, torch.Tensor):
-            value = value.detach().double().cpu()
+            value = value.detach().double()
         elif not isinstance(value, (int, float)):
             return  # non-numeric diagnostics are not aggregated
+        self.last[key] = value
         self.sums[key] = self.sums[key] + value
         self.counts[key] += 1
 
-    def means(self) -> dict[str, Any]:
+    def results(self) -> dict[str, Any]:
         out = {}
         for k, v in self.sums.items():
-            agg = v if "failures" in k else v / self.counts[k]
+            how = self.reductions.get(k.removeprefix("method/"), "mean")
+            agg = v if how == "sum" else self.last[k] if how == "last" else v / self.counts[k]
             out[k] = agg.tolist() if isinstance(agg, torch.Tensor) else float(agg)
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts), "last": dict(self.last)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        self.sums.update({k: move(v) for k, v in state["sums"].items()})
+        self.counts.update(state["counts"])
+        self.last.update({k: move(v) for k, v in state["last"].items()})
 
 
 class Trainer:
@@ -107,21 +123,62 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def run(self) -> Path:
         cfg = self.cfg
-        if self.run_dir.finished and not cfg.run.force:
-            print(f"[mtl] {self.run_dir.path} is finished (summary.json exists); skipping. "
-                  f"Pass run.force=true to re-run.")
-            return self.run_dir.path
-        if cfg.run.force:
-            for name in (SUMMARY, CHECKPOINT):
-                (self.run_dir.path / name).unlink(missing_ok=True)
-        self.run_dir.create()
+        validate(cfg)  # everything checkable, before any file of the run directory is touched
+        self.device = resolve_device(str(cfg.device), needs_gpu=bool(cfg.benchmark.get("needs_gpu", False)),
+                                     benchmark=cfg.benchmark.name)
+        if not cfg.run.force and self.run_dir.check_finished():
+            return self._skip()
+        with self.run_dir.lock(wait=bool(cfg.run.wait_for_lock)):
+            if not cfg.run.force and self.run_dir.check_finished():  # finished while we waited
+                return self._skip()
+            self._check_config(fresh=bool(cfg.run.force))
+            if cfg.run.force:
+                self.run_dir.delete_checkpoint()
+                self.run_dir.set_aside_summary()
+            self.setup()
+            state = self.resume()
+            logger = make_logger(OmegaConf.to_container(cfg.logger, resolve=True), self.run_name,
+                                 OmegaConf.to_container(cfg, resolve=True))
+            try:
+                with PreemptionGuard() as guard:
+                    self.fit(state, logger, guard)
+                    if guard.received is not None:
+                        self._stop_preempted(state, guard)
+                self.finish(state, logger)
+            finally:
+                logger.close()
+        return self.run_dir.path
+
+    def _skip(self) -> Path:
+        print(f"[mtl] {self.run_dir.path} is finished (summary.json exists); skipping. "
+              f"Pass run.force=true to re-run.")
+        return self.run_dir.path
+
+    def _check_config(self, fresh: bool) -> None:
+        """A run directory resumes only the settings it was started with."""
+        stored = self.run_dir.read_config()
+        if fresh or stored is None or not (self.run_dir.path / CHECKPOINT).exists():
+            return
+        changes = changed_keys(stored, OmegaConf.to_container(self.cfg, resolve=True))
+        if changes:
+            raise ConfigChanged(
+                f"{self.run_dir.path / 'config.yaml'}: this run was started with other settings "
+                f"({describe_changes(changes)}); resuming would continue the old training. Pass "
+                f"run.force=true to restart it with the new settings, or set run.tag=<name> to train "
+                f"them in a new run directory")
+
+    # ------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         seed_everything(int(cfg.seed))
-        self.device = resolve_device(cfg.device)
+        configure_determinism(bool(cfg.trainer.deterministic))
+        self.runtime = describe(self.device)
+        print(f"[mtl] {cfg.benchmark.name} / {cfg.method.name} / seed {cfg.seed} on {self.runtime['device']}"
+              + (f" ({self.runtime['gpu_name']})" if "gpu_name" in self.runtime else ""), flush=True)
 
-        bench = build_benchmark(cfg)
-        self.bench = bench
+        self.bench = bench = build_benchmark(cfg)
         model = bench.model.to(self.device)
         method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
         name = method_cfg.pop("name")
@@ -134,61 +191,94 @@ class Trainer:
         optimizer = self._optimizer(model, method)
         scheduler = instantiate(self.protocol.scheduler, optimizer=optimizer) if self.protocol.scheduler else None
         self.model, self.method, self.optimizer, self.scheduler = model, method, optimizer, scheduler
+        self.run_name = f"{bench.name}/{name}{cfg.run.tag}/seed{cfg.seed}"
 
-        history: list[dict[str, Any]] = []
-        start_epoch, global_step, wall = 0, 0, 0.0
-        ckpt = self.run_dir.load_checkpoint() if cfg.run.checkpoint else None
+    def resume(self) -> dict[str, Any]:
+        """The loop state: fresh, or restored from checkpoint.pt onto the run's device."""
+        state: dict[str, Any] = {"history": [], "epoch": 0, "global_step": 0, "wall": 0.0, "partial": None}
+        ckpt = self.run_dir.load_checkpoint() if self.cfg.run.checkpoint else None
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(ckpt["scheduler"])
-            method.load_state_dict(ckpt["method"])
-            set_rng_state(ckpt["rng"])
-            history, start_epoch = ckpt["history"], ckpt["epoch"] + 1
-            global_step, wall = ckpt["global_step"], ckpt["wall_time_s"]
-            print(f"[mtl] resuming {self.run_dir.path} after epoch {ckpt['epoch']}")
-        self.run_dir.write_config(OmegaConf.to_yaml(cfg, resolve=True))
-        self.run_dir.write_metrics(history)
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])  # moves its state to the params' device
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.method.load_state_dict(ckpt["method"])  # Method moves its state to its device
+            state.update(history=ckpt["history"], epoch=ckpt["epoch"] + 1, global_step=ckpt["global_step"],
+                         wall=ckpt["wall_time_s"], partial=ckpt.get("partial"), rng=ckpt["rng"])
+            where = f"after epoch {ckpt['epoch']}"
+            if state["partial"]:
+                where = f"in epoch {ckpt['epoch'] + 1} after step {state['partial']['steps']}"
+            else:
+                set_rng_state(ckpt["rng"])
+            print(f"[mtl] resuming {self.run_dir.path} {where}", flush=True)
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        config["runtime"] = self.runtime
+        self.run_dir.write_config(OmegaConf.to_yaml(OmegaConf.create(config)))
+        self.run_dir.write_metrics(state["history"])
+        return state
 
-        run_name = f"{bench.name}/{name}{cfg.run.tag}/seed{cfg.seed}"
-        logger = make_logger(OmegaConf.to_container(cfg.logger, resolve=True), run_name,
-                             OmegaConf.to_container(cfg, resolve=True))
-        epochs = int(cfg.trainer.epochs)
-        try:
-            for epoch in range(start_epoch, epochs):
-                t0 = time.perf_counter()
-                train_stats, steps = self._train_epoch(epoch, global_step)
-                global_step += steps
-                train_time = time.perf_counter() - t0
-                record = {"epoch": epoch, "steps": steps, "train_time_s": train_time,
-                          "lr": optimizer.param_groups[0]["lr"], **train_stats}
-                record.update(self._evaluate())
-                record["epoch_time_s"] = time.perf_counter() - t0
-                wall += record["epoch_time_s"]
-                self._step_scheduler(record)
-                history.append(record)
-                if cfg.run.checkpoint:
-                    self.run_dir.save_checkpoint({
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "method": method.state_dict(), "rng": rng_state(), "epoch": epoch,
-                        "history": history, "global_step": global_step, "wall_time_s": wall})
-                self.run_dir.write_metrics(history)
-                logger.log_epoch(record, step=epoch)
-                print(self._epoch_line(record), flush=True)
-                failures = {k: v for k, v in record.items() if "failures" in k and v}
-                if failures:
-                    print(f"[mtl] warning: epoch {epoch} had solver failures {failures} "
-                          f"(per-step details in the log; counts in metrics.jsonl)", flush=True)
-                if cfg.trainer.kill_after_epoch is not None and epoch == int(cfg.trainer.kill_after_epoch):
-                    os.kill(os.getpid(), signal.SIGKILL)  # simulate a crash: no cleanup runs
-            summary = self._summary(history, global_step, wall)
-            self.run_dir.write_summary(summary)
-            logger.log_summary(summary)
-        finally:
-            logger.close()
-        return self.run_dir.path
+    def fit(self, state: dict[str, Any], logger, guard: PreemptionGuard) -> None:
+        """Train epochs state['epoch'] .. trainer.epochs-1; returns early after a preemption signal."""
+        cfg, history = self.cfg, state["history"]
+        epochs, every = int(cfg.trainer.epochs), int(cfg.trainer.checkpoint_every)
+        for epoch in range(state["epoch"], epochs):
+            t0 = time.perf_counter()
+            partial, state["partial"] = state["partial"], None
+            train_stats, steps, done = self._train_epoch(epoch, state["global_step"], guard, partial, state.get("rng"))
+            state["global_step"] += steps
+            if not done:  # preempted mid-epoch: checkpoint the position within the epoch
+                state["wall"] += time.perf_counter() - t0
+                state["partial"] = train_stats
+                self._save_checkpoint(state, epoch - 1)
+                return
+            train_time = time.perf_counter() - t0
+            record = {"epoch": epoch, "steps": steps, "train_time_s": train_time,
+                      "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
+            record.update(self._evaluate())
+            record["epoch_time_s"] = time.perf_counter() - t0
+            state["wall"] += record["epoch_time_s"]
+            self._step_scheduler(record)
+            history.append(record)
+            state["epoch"] = epoch + 1
+            last = epoch == epochs - 1
+            if cfg.run.checkpoint and ((epoch + 1) % every == 0 or last or guard.received is not None):
+                self._save_checkpoint(state, epoch)
+            self.run_dir.write_metrics(history)
+            logger.log_epoch(record, step=epoch)
+            print(self._epoch_line(record), flush=True)
+            failures = {k: v for k, v in record.items() if k.startswith("method/solver_failures") and v}
+            if failures:
+                print(f"[mtl] warning: epoch {epoch} had solver failures {failures} "
+                      f"(per-step details in the log; counts in metrics.jsonl)", flush=True)
+            if cfg.trainer.kill_after_epoch is not None and epoch == int(cfg.trainer.kill_after_epoch):
+                os.kill(os.getpid(), signal.SIGKILL)  # testing aid: a crash, no cleanup runs
+            if guard.received is not None:
+                return
+
+    def finish(self, state: dict[str, Any], logger) -> None:
+        summary = self._summary(state["history"], state["global_step"], state["wall"])
+        self.run_dir.write_summary(summary)
+        logger.log_summary(summary)
+        if not self.cfg.run.keep_checkpoint:
+            self.run_dir.delete_checkpoint()
+
+    def _stop_preempted(self, state: dict[str, Any], guard: PreemptionGuard) -> None:
+        where = (f"epoch {state['epoch']} step {state['partial']['steps']}" if state["partial"]
+                 else f"the end of epoch {state['epoch'] - 1}")
+        print(f"[mtl] {guard.name}: checkpoint saved at {where}; the same command resumes from there", flush=True)
+        guard.hand_on()  # submitit requeues the job and exits here
+        raise Preempted(f"stopped by {guard.name} at {where}; checkpoint saved in {self.run_dir.path}; "
+                        f"re-run the same command (or requeue the job) to resume")
+
+    def _save_checkpoint(self, state: dict[str, Any], epoch: int) -> None:
+        """Checkpoint after `epoch` (plus the position within the next epoch if `state['partial']`)."""
+        sched = self.scheduler
+        self.run_dir.save_checkpoint({
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "method": self.method.state_dict(), "rng": rng_state(), "epoch": epoch,
+            "history": state["history"], "global_step": state["global_step"], "wall_time_s": state["wall"],
+            "partial": state["partial"]})
 
     # ------------------------------------------------------------------------------------------
     def _optimizer(self, model, method) -> torch.optim.Optimizer:
@@ -203,25 +293,44 @@ class Trainer:
             groups.append(group)
         return instantiate(self.protocol.optimizer, params=groups, _convert_="all")
 
-    def _train_epoch(self, epoch: int, global_step: int) -> tuple[dict[str, Any], int]:
+    def _train_epoch(self, epoch: int, global_step: int, guard: PreemptionGuard,
+                     partial: dict[str, Any] | None = None, rng: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], int, bool]:
+        """One epoch (or its rest, after a mid-epoch resume). Returns (epoch stats, steps taken in
+        this call, finished); unfinished after a preemption signal, the stats are then the position
+        to resume from: {"steps": steps of this epoch so far, "stats": accumulators}."""
         cfg, bench, model, method = self.cfg, self.bench, self.model, self.method
         model.train()
-        method.on_epoch_start(epoch)
         seed = int(cfg.seed)
         k = method.batches_per_step
         # methods that consume several batches per step draw the extra ones from other shuffles of
         # the same loader (same length as the main iterator, so they never run out first)
         extra_iters = [bench.train_batches(epoch, seed + 7919 * (j + 1)) for j in range(k - 1)]
+        batches = bench.train_batches(epoch, seed)
         total = bench.steps_per_epoch()
         if cfg.trainer.max_steps_per_epoch is not None:
             total = min(total, int(cfg.trainer.max_steps_per_epoch))
-        stats = EpochStats()
+        stats = EpochStats(method.diagnostic_reductions)
+        start = 0
+        if partial is None:
+            method.on_epoch_start(epoch)
+        else:  # mid-epoch resume: the epoch's order depends only on (seed, epoch), so skip what was done
+            start = int(partial["steps"])
+            for it in (batches, *extra_iters):
+                next(itertools.islice(it, start, start), None)
+            stats.load_state_dict(partial["stats"], self.device)
+            set_rng_state(rng)  # after skipping: loading batches may draw random numbers
         shared, task_params = model.shared_parameters(), model.task_parameters()
         bar = _progress(total, f"epoch {epoch + 1}/{cfg.trainer.epochs}", cfg.trainer.progress)
-        steps = 0
-        for batch in bench.train_batches(epoch, seed):
+        bar.update(start)
+        steps = start
+        signal_at = cfg.trainer.get("signal_after_steps")
+        for batch in batches:
             if steps >= total:
                 break
+            if guard.received is not None:
+                bar.close()
+                return {"steps": steps, "stats": stats.state_dict()}, steps - start, False
             batch = to_device(batch, self.device)
             if k == 1:
                 losses, rep = bench.compute_losses(model, batch, rep_grad=method.rep_grad)
@@ -230,7 +339,7 @@ class Trainer:
                 for it in extra_iters:
                     rows.append(bench.compute_losses(model, to_device(next(it), self.device))[0])
                 losses, rep = torch.stack(rows), None
-            self._check_finite(losses, epoch, global_step + steps)
+            self._check_finite(losses, epoch, global_step + steps - start)
             self.optimizer.zero_grad(set_to_none=False)
             info = method.backward(losses, shared, task_params, rep=rep)
             self.optimizer.step()
@@ -242,14 +351,16 @@ class Trainer:
             for key, value in info.items():
                 stats.add(f"method/{key}", value)
             steps += 1
+            if signal_at is not None and global_step + steps - start == int(signal_at):
+                os.kill(os.getpid(), signal.SIGUSR1)  # testing aid: a preemption signal mid-epoch
             bar.update(1)
             bar.set_postfix_str(" ".join(f"{v:.3g}" for v in (stats.sums["train_loss"] / steps).tolist()))
         bar.close()
         method.on_epoch_end(epoch)
-        out = stats.means()
+        out = stats.results()
         out["train_loss"] = dict(zip(bench.task_names, out.get("train_loss", [])))
         out["backward_passes"] = method.engine.backward_passes
-        return out, steps
+        return out, steps - start, True
 
     def _check_finite(self, losses: torch.Tensor, epoch: int, step: int) -> None:
         if bool(torch.isfinite(losses).all()):
@@ -261,7 +372,8 @@ class Trainer:
         kept = f"the last good checkpoint is kept at {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
         raise NonFiniteLoss(
             f"non-finite loss at step {step} (epoch {epoch}): task {self.bench.task_names[t]!r} = {value}; "
-            f"{kept}. Lower the learning rate or check the data.")
+            f"{kept}. Lower the learning rate or check the data, then restart with run.force=true "
+            f"(re-running as is resumes the checkpoint) or train in a new directory with run.tag=<name>")
 
     def _evaluate(self) -> dict[str, Any]:
         self.model.eval()
@@ -313,8 +425,8 @@ class Trainer:
             "reference_source": self.protocol.reference.source,
             "epochs": len(history), "steps": global_step,
             "backward_passes": self.method.engine.backward_passes, "wall_time_s": wall,
-            "solver_failures": sum(v for r in history for k, v in r.items() if "failures" in k),
-            "device": str(self.device),
+            "solver_failures": int(sum(r.get("method/solver_failures", 0) for r in history)),
+            **self.runtime,
             "versions": {"mtl": mtl.__version__, "torch": torch.__version__, "python": platform.python_version()},
             "git_commit": git_commit(),
         }

@@ -22,6 +22,6 @@ def train(run_root):
     from mtl.train import run
 
     def _train(overrides):
-        return run(["logger=none", "trainer.progress=false", f"run.root={run_root}", *overrides])
+        return run(["logger=none", "trainer.progress=false", "device=cpu", f"run.root={run_root}", *overrides])
 
     return _train

@@ -9,10 +9,10 @@ import pytest
 @pytest.mark.parametrize("bench,hint", [("nyuv2", "make data-nyuv2"), ("cityscapes", "make data-cityscapes"),
                                         ("office31", "OFFICE31_ROOT")])
 def test_missing_dataset_exits_with_instructions(tmp_path, bench, hint):
-    r = subprocess.run([sys.executable, "-m", "mtl.train", f"benchmark={bench}", "logger=none",
+    r = subprocess.run([sys.executable, "-m", "mtl.train", f"benchmark={bench}", "logger=none", "device=cpu",
                         f"benchmark.build.root={tmp_path / 'nothing'}", f"run.root={tmp_path / 'runs'}"],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "DatasetNotFound" in r.stderr and hint in r.stderr and str(tmp_path / "nothing") in r.stderr
     assert "Traceback" not in r.stderr
 

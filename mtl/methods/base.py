@@ -82,6 +82,10 @@ class Method(nn.Module):
     wants_post_step_losses: ClassVar[bool] = False
     # attributes (beyond parameters/buffers) saved in state_dict via extra state
     _state_attrs: ClassVar[tuple[str, ...]] = ()
+    # how the trainer reduces a diagnostic over an epoch: "mean" (default), "sum" (per-step counts)
+    # or "last" (running values). `solver_failures` is the number of failed solves in one step.
+    diagnostic_reductions: ClassVar[dict[str, str]] = {
+        "solver_failures": "sum", "solver_inaccurate": "sum", "solver_failures_total": "last"}
 
     def __init__(
         self,
@@ -110,6 +114,7 @@ class Method(nn.Module):
         self.step_count = 0
         self._loss_sum = torch.zeros(num_tasks, dtype=torch.float64)
         self._loss_count = 0
+        self._device = torch.device("cpu")  # where state tensors live; follows .to()/.cuda()
 
     # ---- public API -------------------------------------------------------------------------
     def backward(
@@ -174,16 +179,40 @@ class Method(nn.Module):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # a private copy: in-place updates (EMA buffers, loss sums) must not leak into the caller's
-        # state dict or into the module it came from, and the caller's dict must stay intact
-        state = copy.deepcopy(dict(state))
+        # state dict or into the module it came from, and the caller's dict must stay intact.
+        # Checkpoints are loaded on the CPU: plain tensors move to this method's device, so a run
+        # resumed on a GPU takes its next step there.
+        state = _map_tensors(copy.deepcopy(dict(state)), lambda t: t.to(self._device))
         self.engine.backward_passes = state.pop("engine_backward_passes", 0)
         self.engine.chosen = state.pop("engine_chosen", self.engine.chosen)
         for k, v in state.items():
             setattr(self, k, v)
 
+    def _apply(self, fn, recurse=True):
+        """`.to()`, `.cuda()`, `.cpu()`: parameters and buffers as nn.Module does, plus the plain
+        tensors of the extra state (EMA buffers, accumulators, loss histories)."""
+        super()._apply(fn, recurse)
+        self._device = fn(torch.empty(0, device=self._device)).device
+        for k in ("_loss_sum", *self._state_attrs):
+            value = getattr(self, k, None)
+            if value is not None:
+                setattr(self, k, _map_tensors(value, fn))
+        return self
+
     # ---- to implement -----------------------------------------------------------------------
     def _backward(self, losses, shared_params, task_params, rep) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def _map_tensors(obj: Any, fn) -> Any:
+    """Apply `fn` to every tensor in nested dicts/lists/tuples (other values unchanged)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
 
 
 class LossWeighting(Method):

@@ -1,0 +1,56 @@
+"""Where a run executes: device choice (never a silent fall-back to the CPU) and cuDNN policy."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from mtl.errors import InvalidValue, NoGPU
+
+
+def resolve_device(name: str, *, needs_gpu: bool = False, benchmark: str = "") -> torch.device:
+    """`auto` -> CUDA if present, else CPU; but a benchmark whose protocol is GPU work
+    (`benchmark.needs_gpu`) stops instead of crawling on the CPU unless `device=cpu` is explicit."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if needs_gpu:
+            raise NoGPU(
+                f"device=auto found no GPU, and benchmark={benchmark} is a GPU protocol (days on a CPU); "
+                f"run it on a GPU machine, or pass device=cpu to run it on the CPU anyway")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InvalidValue(f"device={name!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NoGPU(f"device={name} but this machine has no usable CUDA GPU "
+                        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
+                        f"use device=auto or device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise NoGPU(f"device={name} but only {torch.cuda.device_count()} GPU(s) are visible; "
+                        f"use device=cuda (the first visible GPU) or a smaller index")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise InvalidValue(f"device={name!r}: unsupported device type; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def describe(device: torch.device) -> dict[str, Any]:
+    """What the run actually ran on (recorded in config.yaml's `runtime` and in summary.json)."""
+    out: dict[str, Any] = {"device": str(device), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        out["gpu_name"] = torch.cuda.get_device_name(index)
+        out["gpu_memory_gb"] = round(torch.cuda.get_device_properties(index).total_memory / 2**30, 1)
+    return out
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """cuDNN policy. deterministic=True (LibMTL's and nash-mtl's setting): deterministic kernels and
+    no autotuning, so a CUDA run resumed from a checkpoint repeats the uninterrupted run's numbers on
+    the same GPU model, driver and library versions. False lets cuDNN pick the fastest kernels
+    (faster convolutions, run-to-run differences at float rounding level)."""
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
