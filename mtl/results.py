@@ -28,7 +28,7 @@ REPLACED_SUMMARY = "summary.replaced.json"  # a forced re-run keeps the result i
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: a stray second writer never shares it
     with open(tmp, "wb") as f:
         write(f)
         f.flush()
@@ -131,34 +131,28 @@ class RunDir:
         return dest
 
     @contextlib.contextmanager
-    def lock(self, wait: bool = False, poll_s: float = 5.0) -> Iterator[None]:
+    def lock(self, wait: bool = False) -> Iterator[None]:
         """Hold the run directory's writer lock (one training process per run directory).
 
         A POSIX record lock (fcntl.lockf) on <run>/.lock: the kernel releases it when the holder
         exits in any way, so a lock left by a killed process is taken over at once; lockf also
         works across hosts on NFS v4 and Lustre, where SLURM array tasks share the results
         directory. The holder writes its host, pid and SLURM job id into the file so that a second
-        process can name it. With `wait`, the second process polls until the holder is gone.
+        process can name it. With `wait`, the second process blocks until the holder is gone.
         """
         self.create()
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            announced = False
-            while True:
-                try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    holder = _read_holder(fd)
-                    if not wait:
-                        raise RunLocked(
-                            f"{self.path} is being trained by another process ({holder}); wait for it "
-                            f"to finish, stop it, or pass run.wait_for_lock=true to wait") from None
-                    if not announced:
-                        print(f"[mtl] {self.path} is held by {holder}; waiting (run.wait_for_lock=true)",
-                              flush=True)
-                        announced = True
-                    time.sleep(poll_s)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder(fd)
+                if not wait:
+                    raise RunLocked(
+                        f"{self.path} is being trained by another process ({holder}); wait for it "
+                        f"to finish, stop it, or pass run.wait_for_lock=true to wait") from None
+                print(f"[mtl] {self.path} is held by {holder}; waiting (run.wait_for_lock=true)", flush=True)
+                fcntl.lockf(fd, fcntl.LOCK_EX)
             info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "slurm_job": os.environ.get("SLURM_JOB_ID")}
             os.ftruncate(fd, 0)

@@ -232,7 +232,7 @@ class Trainer:
                 self._save_checkpoint(state, epoch - 1)
                 return
             train_time = time.perf_counter() - t0
-            record = {"epoch": epoch, "steps": steps, "train_time_s": train_time,
+            record = {"epoch": epoch, "steps": train_stats.pop("steps"), "train_time_s": train_time,
                       "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
             record.update(self._evaluate())
             record["epoch_time_s"] = time.perf_counter() - t0
@@ -360,6 +360,7 @@ class Trainer:
         out = stats.results()
         out["train_loss"] = dict(zip(bench.task_names, out.get("train_loss", [])))
         out["backward_passes"] = method.engine.backward_passes
+        out["steps"] = steps
         return out, steps - start, True
 
     def _check_finite(self, losses: torch.Tensor, epoch: int, step: int) -> None:
