@@ -14,7 +14,7 @@ METHOD ?= db_mtl
 SEEDS ?= 0,1,2
 LAUNCHER ?= local
 
-.PHONY: install test test-slow demo train clean data-nyuv2 data-cityscapes data-office31 data-officehome
+.PHONY: install test test-slow demo train clean data-nyuv2 data-cityscapes data-office31 data-officehome data-qm9
 
 $(PY):
 	python3 -m venv .venv
@@ -51,6 +51,10 @@ data-office31: install
 
 data-officehome: install
 	$(PY) scripts/download_data.py officehome --root $${OFFICEHOME_ROOT:-data/officehome}
+
+# QM9 needs no download: the cache is built from the qm9pack package (reproduce-qm9 also does it first)
+data-qm9: install
+	$(PY) scripts/download_data.py qm9 --root $${QM9_ROOT:-data/qm9}
 
 # ---- reproduction workflows (relaunch-safe: finished runs are skipped, interrupted ones resume) --
 .PHONY: tables sweep-beta sweep-alpha compare reproduce-nyuv2 reproduce-nyuv2-segnet reproduce-cityscapes \

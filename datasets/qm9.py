@@ -14,6 +14,8 @@ few charge-separated (OEChem) forms may differ; everything else is reproduced.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -416,8 +418,11 @@ class QM9(InMemoryDataset):
         }
         self.key_hash = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         root = default_root() if root is None else Path(root)
-        super().__init__(str(root), transform, pre_transform, pre_filter, force_reload=force_reload,
-                         log=progress)
+        # Many array jobs may start on an empty cache at once: one builds (under an exclusive file
+        # lock, writing to temporary names renamed into place), the others wait and then load.
+        with build_lock(root / "processed", progress):
+            super().__init__(str(root), transform, pre_transform, pre_filter, force_reload=force_reload,
+                             log=progress)
         self.load(self.processed_paths[0])
         self.build_info = json.loads(Path(self.processed_paths[1]).read_text())
 
@@ -441,11 +446,34 @@ class QM9(InMemoryDataset):
                 items = [d for d in items if self.pre_filter(d)]
             if self.pre_transform is not None:
                 items = [self.pre_transform(d) for d in items]
-            self.save(items, self.processed_paths[0])
-        else:
-            torch.save((data.to_dict(), slices, Data), self.processed_paths[0])
+            data, slices = self.collate(items)
         info.update(key=self.key, build_seconds=round(time.perf_counter() - t0, 1))
-        Path(self.processed_paths[1]).write_text(json.dumps(info, indent=1))
+        # temporary names, then rename: a reader (or a build killed half-way) never sees a torn file;
+        # the .json goes last because PyG treats the pair as present only when both exist
+        pt, meta = Path(self.processed_paths[0]), Path(self.processed_paths[1])
+        tmp = pt.with_name(f"{pt.name}.{os.getpid()}.tmp")
+        torch.save((data.to_dict(), slices, type(data)), tmp)
+        os.replace(tmp, pt)
+        tmp = meta.with_name(f"{meta.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(info, indent=1))
+        os.replace(tmp, meta)
+
+
+@contextlib.contextmanager
+def build_lock(processed: Path, verbose: bool = True):
+    """Exclusive lock on <processed>/.build.lock (released by the kernel if the holder dies)."""
+    processed.mkdir(parents=True, exist_ok=True)
+    with open(processed / ".build.lock", "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if verbose:
+                print(f"[qm9] another process is building the cache in {processed}; waiting for it", flush=True)
+            fcntl.lockf(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(f, fcntl.LOCK_UN)
 
 
 def separate(data: Data, slices: dict, i: int) -> Data:

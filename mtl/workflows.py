@@ -93,6 +93,21 @@ def run_multirun(groups: list[Group], launcher: str, *, extra: list[str] = ()) -
     return failures
 
 
+def prepare_data(groups: list[Group], extra: list[str] = ()) -> None:
+    """Build each benchmark's shared data cache (its config's `prepare` block) once, here, before
+    the jobs start: many jobs starting on an empty cache would otherwise queue behind one build."""
+    from hydra.utils import instantiate
+
+    done = set()
+    for g in groups:
+        cfg = compose([*(o for o in g.fixed if o.startswith(("benchmark", "experiment"))), *extra])
+        key = OmegaConf.to_yaml(cfg.benchmark.get("prepare") or {})
+        if cfg.benchmark.get("prepare") is not None and key not in done:
+            print(f"[workflow] preparing data of {cfg.benchmark.name}", flush=True)
+            instantiate(cfg.benchmark.prepare)
+            done.add(key)
+
+
 def execute(groups: list[Group], launcher: str = "local", *, extra: list[str] = (), dry_run: bool = False
             ) -> list[tuple[list[str], str]]:
     """Run `groups` locally or through a Hydra launcher; with dry_run only print the multirun commands."""
@@ -100,6 +115,7 @@ def execute(groups: list[Group], launcher: str = "local", *, extra: list[str] = 
         for g in groups:
             print(shlex.join(["python", *multirun_command(g, launcher, extra)[1:]]))
         return []
+    prepare_data(groups, [e for e in extra if e.startswith("benchmark.")])
     if launcher == "local":
         return run_local(groups, extra=list(extra))
     return run_multirun(groups, launcher, extra=list(extra))

@@ -288,6 +288,13 @@ def officehome(args) -> None:
     _office("officehome", args)
 
 
+@dataset("qm9", "QM9 (no download: the cache is built offline from the qm9pack package, ~1.5 min)", "data/qm9")
+def qm9(args) -> None:
+    from mtl.benchmarks.qm9 import prepare
+
+    print(f"QM9 cache ready in {prepare(root=args.root)}")
+
+
 # ---- command line ----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

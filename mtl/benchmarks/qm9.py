@@ -17,8 +17,6 @@ With `limit` (only the first `limit` molecules built), each molecule keeps the s
 the full protocol; `subset` then takes the first k of each split (CPU-sized variant).
 """
 from __future__ import annotations
-
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -81,6 +79,13 @@ def split_indices(kind: str = "libmtl", n_test: int = 10_000, n_val: int = 10_00
     if limit is not None:
         parts = {k: v[v < limit] for k, v in parts.items()}
     return parts
+
+
+def prepare(root: str | None = None, features: str = "pyg", ghost_bonds: bool = True, limit: int | None = None,
+            progress: bool = True) -> Path:
+    """Build this benchmark's QM9 cache (if absent) before jobs start; returns its folder."""
+    ds = QM9(root=root, features=features, ghost_bonds=ghost_bonds, limit=limit, progress=progress)
+    return Path(ds.processed_dir)
 
 
 class QM9Benchmark(Benchmark):

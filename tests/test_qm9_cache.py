@@ -1,0 +1,38 @@
+"""The QM9 cache under concurrency: array jobs starting together on an empty cache build it once."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAD = """
+import sys
+from datasets.qm9 import QM9
+ds = QM9(root=sys.argv[1], limit=300, progress=True)
+print(len(ds), float(ds._data.y.sum()), flush=True)
+"""
+
+
+def test_concurrent_processes_build_the_cache_once(tmp_path):
+    # PyG prints "Processing..." when it builds, except under pytest (PYTEST_CURRENT_TEST)
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", LOAD, str(tmp_path)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _, _ in results), [err[-1500:] for _, _, err in results]
+    assert len({out.splitlines()[-1] for _, out, _ in results}) == 1  # all loaded the same molecules
+    assert sum("waiting for it" in out for _, out, _ in results) >= 1
+    builders = sum("Processing" in err for _, _, err in results)
+    assert builders == 1, [err[-500:] for _, _, err in results]
+    processed = tmp_path / "processed"
+    assert not list(processed.glob("*.tmp"))  # temporary files were renamed into place
+    assert len(list(processed.glob("qm9pack_*.pt"))) == 1 and len(list(processed.glob("qm9pack_*.json"))) == 1
+
+
+def test_workflows_build_the_cache_before_jobs_start(tmp_path):
+    from mtl.workflows import Group, prepare_data
+
+    groups = [Group(["benchmark=qm9_small"], {"method": ["ew", "uw"]}), Group(["benchmark=synthetic"])]
+    prepare_data(groups, [f"benchmark.build.root={tmp_path}", "benchmark.build.limit=200",
+                          "benchmark.build.progress=false"])
+    assert len(list((tmp_path / "processed").glob("qm9pack_*.pt"))) == 1
