@@ -17,6 +17,7 @@ With `limit` (only the first `limit` molecules built), each molecule keeps the s
 the full protocol; `subset` then takes the first k of each split (CPU-sized variant).
 """
 from __future__ import annotations
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
