@@ -32,7 +32,8 @@ def test_concurrent_processes_build_the_cache_once(tmp_path):
 def test_workflows_build_the_cache_before_jobs_start(tmp_path):
     from mtl.workflows import Group, prepare_data
 
-    groups = [Group(["benchmark=qm9_small"], {"method": ["ew", "uw"]}), Group(["benchmark=synthetic"])]
+    groups = [Group(["benchmark=qm9_small"], {"method": ["ew", "uw"]}), Group(["benchmark=qm9_small", "seed=1"])]
     prepare_data(groups, [f"benchmark.build.root={tmp_path}", "benchmark.build.limit=200",
                           "benchmark.build.progress=false"])
     assert len(list((tmp_path / "processed").glob("qm9pack_*.pt"))) == 1
+    prepare_data([Group(["benchmark=synthetic"])])  # no shared cache: nothing to do
