@@ -1,0 +1,1 @@
+"""Hydra launcher that spreads a multirun over one machine's GPUs with Ray (`launcher=gpus`)."""
