@@ -48,5 +48,52 @@ def main(cfg: DictConfig) -> None:
         sys.exit(EXIT_USER_ERROR)
 
 
+def explain_composition_error(err: Exception, overrides: list[str]) -> str:
+    """Hydra's multi-line composition errors as one line: what, which key, how to fix."""
+    import re
+
+    text = str(err)
+    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
+    if missing:
+        group, name = missing.groups()
+        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+        return f"{group}={name}: no such {group} (configs/{group}/{name}.yaml); choose one of {', '.join(options)}"
+    absent = re.search(r"Could not override '([^']+)'", text)
+    if absent:
+        key = absent.group(1)
+        head, _, leaf = key.rpartition(".")
+        if head == "method":
+            method = next((o.split("=", 1)[1] for o in overrides if o.startswith("method=")), None)
+            cfg = compose([o for o in overrides if not o.lstrip("+").startswith("method.")])
+            keys = sorted(k for k in cfg.method if k != "name")
+            return (f"method.{leaf}: method {method or cfg.method.name} has no hyperparameter {leaf!r}; "
+                    f"it takes {', '.join(keys)} (configs/method/{cfg.method.name}.yaml)")
+        import difflib
+
+        from omegaconf import OmegaConf
+
+        parent = OmegaConf.select(compose([o for o in overrides if not o.lstrip("+").startswith(key)]), head) \
+            if head else None
+        near = difflib.get_close_matches(leaf, list(parent) if hasattr(parent, "keys") else [], n=3)
+        hint = f"did you mean {', '.join(f'{head}.{n}' for n in near)}? " if near else ""
+        return f"{key}: no such config key; {hint}(`+{key}=...` adds a new key)"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose a single run's config before Hydra starts, so that a misspelled key, group option or
+    override exits with one line and status 2 instead of Hydra's report."""
+    from hydra.errors import HydraException
+
+    if any(a.startswith("-") for a in argv):  # multirun, --cfg, --help, ...: Hydra handles them
+        return
+    try:
+        compose(argv)
+    except HydraException as err:
+        print(f"error: {type(err).__name__}: {explain_composition_error(err, argv)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     main()
