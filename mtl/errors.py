@@ -43,3 +43,11 @@ class DamagedFile(MTLError):
 
 class Preempted(MTLError):
     """The run received a preemption signal; a checkpoint was saved and the run stopped."""
+
+
+class StorageError(MTLError):
+    """A result file cannot be written (read-only folder, full disk, quota)."""
+
+
+class LoggerError(MTLError):
+    """The experiment tracker cannot be reached or is not configured."""

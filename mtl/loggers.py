@@ -5,7 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtl.errors import InvalidValue, LoggerError
 from mtl.results import to_jsonable
+
+INIT_TIMEOUT_S = 30  # a W&B server that does not answer stops the run after this, not after 90 s
+MODES = ("offline", "online", "disabled")
+
+
+def check_logger(cfg: dict[str, Any]) -> None:
+    """Before anything is written: the logger exists, its mode is known, online mode has a key."""
+    kind = cfg.get("name", "none")
+    if kind not in ("none", "wandb"):
+        raise InvalidValue(f"logger={kind!r}: unknown; choose logger=wandb or logger=none")
+    if kind == "wandb":
+        mode = cfg.get("mode")
+        if mode not in MODES:
+            raise InvalidValue(f"logger.mode={mode!r}: unknown; choose one of {', '.join(MODES)}")
+        if mode == "online":
+            import wandb
+
+            if not wandb.login(prompt=False, verify=False):
+                raise InvalidValue("logger.mode=online: no W&B API key on this machine; run `wandb login` "
+                                   "or set WANDB_API_KEY, or use logger.mode=offline and `wandb sync` later")
 
 
 class NullLogger:
@@ -37,8 +58,15 @@ class WandbLogger(NullLogger):
 
         Path(dir).mkdir(parents=True, exist_ok=True)
         self._wandb = wandb
-        self.run = wandb.init(mode=mode, project=project, entity=entity, dir=dir, group=group,
-                              name=name, config=config, job_type="train", reinit="finish_previous")
+        try:
+            self.run = wandb.init(mode=mode, project=project, entity=entity, dir=dir, group=group,
+                                  name=name, config=config, job_type="train", reinit="finish_previous",
+                                  settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S))
+        except wandb.errors.CommError as err:
+            raise LoggerError(
+                f"logger.mode={mode}: W&B could not be reached ({str(err).splitlines()[0][:160]}); use "
+                f"logger.mode=offline (sync later with `wandb sync {dir}/wandb/offline-run-*`) or "
+                f"logger=none") from None
 
     def log_epoch(self, record: dict[str, Any], step: int) -> None:
         self.run.log(_flatten(to_jsonable(record)), step=step)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import torch
 
-from mtl.errors import DamagedFile, RunLocked
+from mtl.errors import DamagedFile, RunLocked, StorageError
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -28,12 +28,38 @@ REPLACED_SUMMARY = "summary.replaced.json"  # a forced re-run keeps the result i
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
+    """Write to a temporary file, then rename over `path`: the old file stays intact if anything
+    fails (full disk, read-only folder, a kill), and the failure is one line naming the file."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: a stray second writer never shares it
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(f"cannot write {path}: {_storage_reason(path, err)}") from None
+
+
+def _storage_reason(path: Path, err: Exception) -> str:
+    import errno
+    import shutil
+
+    code = getattr(err, "errno", None)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{path.parent} is not writable ({os.strerror(code)}); fix its permissions or write "
+                f"elsewhere with run.root=<dir>")
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 64 * 2**20):
+        left = f"{free / 2**20:.0f} MiB left" if free is not None else "no space left"
+        return (f"the disk is full ({left}); free space, or write elsewhere with run.root=<dir> "
+                f"(run.keep_checkpoint=false keeps only finished summaries)")
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -55,7 +81,10 @@ class RunDir:
         self.path = Path(path)
 
     def create(self) -> "RunDir":
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(f"cannot create {self.path}: {_storage_reason(self.path, err)}") from None
         return self
 
     @property

@@ -31,7 +31,7 @@ from mtl import methods
 from mtl.benchmark import Benchmark, to_device
 from mtl.delta import delta_m, delta_p, delta_p_per_task
 from mtl.device import configure_determinism, describe, resolve_device
-from mtl.errors import ConfigChanged, InvalidCombination, MTLError, NonFiniteLoss, Preempted
+from mtl.errors import ConfigChanged, DamagedFile, InvalidCombination, MTLError, NonFiniteLoss, Preempted
 from mtl.loggers import make_logger
 from mtl.preemption import PreemptionGuard
 from mtl.resume import changed_keys, describe as describe_changes
@@ -198,11 +198,17 @@ class Trainer:
         state: dict[str, Any] = {"history": [], "epoch": 0, "global_step": 0, "wall": 0.0, "partial": None}
         ckpt = self.run_dir.load_checkpoint() if self.cfg.run.checkpoint else None
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])  # moves its state to the params' device
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.method.load_state_dict(ckpt["method"])  # Method moves its state to its device
+            try:
+                self.model.load_state_dict(ckpt["model"])
+                self.optimizer.load_state_dict(ckpt["optimizer"])  # moves its state to the params' device
+                if self.scheduler is not None:
+                    self.scheduler.load_state_dict(ckpt["scheduler"])
+                self.method.load_state_dict(ckpt["method"])  # Method moves its state to its device
+            except (RuntimeError, KeyError, ValueError, TypeError) as err:
+                raise DamagedFile(
+                    f"{self.run_dir.path / CHECKPOINT}: does not fit this run's model or method "
+                    f"({str(err).splitlines()[0][:160]}); delete it or pass run.force=true to train from "
+                    f"scratch, or set run.tag=<name> for a new run directory") from None
             state.update(history=ckpt["history"], epoch=ckpt["epoch"] + 1, global_step=ckpt["global_step"],
                          wall=ckpt["wall_time_s"], partial=ckpt.get("partial"), rng=ckpt["rng"])
             where = f"after epoch {ckpt['epoch']}"

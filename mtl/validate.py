@@ -50,6 +50,9 @@ def validate(cfg: DictConfig) -> None:
                 "benchmark.build.test_batch_size"):
         _positive(cfg, key)
     _check_method(cfg)
+    from mtl.loggers import check_logger
+
+    check_logger(OmegaConf.to_container(cfg.logger, resolve=True))
 
 
 def num_tasks(cfg: DictConfig) -> int:
