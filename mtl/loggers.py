@@ -8,7 +8,6 @@ from typing import Any
 from mtl.errors import InvalidValue, LoggerError
 from mtl.results import to_jsonable
 
-INIT_TIMEOUT_S = 30  # a W&B server that does not answer stops the run after this, not after 90 s
 MODES = ("offline", "online", "disabled")
 
 
@@ -53,7 +52,7 @@ class WandbLogger(NullLogger):
     """Logs config, per-epoch metrics (incl. task weights / grad norms) and the summary."""
 
     def __init__(self, mode: str, project: str, entity: str | None, dir: str, group: str, name: str,
-                 config: dict[str, Any]):
+                 config: dict[str, Any], init_timeout: float = 30):
         import wandb  # imported lazily: `logger=none` runs need no wandb
 
         Path(dir).mkdir(parents=True, exist_ok=True)
@@ -61,7 +60,7 @@ class WandbLogger(NullLogger):
         try:
             self.run = wandb.init(mode=mode, project=project, entity=entity, dir=dir, group=group,
                                   name=name, config=config, job_type="train", reinit="finish_previous",
-                                  settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S))
+                                  settings=wandb.Settings(init_timeout=float(init_timeout)))
         except wandb.errors.CommError as err:
             raise LoggerError(
                 f"logger.mode={mode}: W&B could not be reached ({str(err).splitlines()[0][:160]}); use "
@@ -87,5 +86,5 @@ def make_logger(cfg: dict[str, Any], run_name: str, config: dict[str, Any]) -> N
         if cfg.get("mode") == "disabled":
             return NullLogger()
         return WandbLogger(cfg["mode"], cfg["project"], cfg.get("entity"), cfg["dir"], cfg["group"],
-                           run_name, config)
+                           run_name, config, init_timeout=cfg.get("init_timeout", 30))
     raise ValueError(f"logger {kind!r} unknown; choose logger=wandb or logger=none")

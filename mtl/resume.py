@@ -3,7 +3,7 @@
 A run directory belongs to the settings it was started with (its `config.yaml`). Re-running it with
 other settings would silently continue the old training under a config file that records the new
 ones, so the trainer compares the two before resuming and refuses any change that can alter the
-results. Keys below cannot: where logs go, how progress is shown, which launcher or device index
+results. Keys below cannot: where the run directory lives (results folders get moved), where logs go, how progress is shown, which launcher or device index
 runs the job, how often checkpoints are written. `trainer.epochs` may grow (train longer); it may
 not shrink (the finished epochs would not be those of a shorter run).
 """
@@ -15,7 +15,7 @@ import yaml
 
 # prefixes of dotted keys whose change cannot alter a run's results
 MAY_CHANGE = (
-    "logger.", "run.force", "run.wait_for_lock", "run.keep_checkpoint", "run.checkpoint",
+    "logger.", "run.root", "run.dir", "run.force", "run.wait_for_lock", "run.keep_checkpoint", "run.checkpoint",
     "trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every", "trainer.kill_after_epoch",
     "trainer.signal_after_steps", "device", "threads", "runtime.",
 )

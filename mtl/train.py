@@ -88,9 +88,18 @@ def precheck(argv: list[str]) -> None:
     if any(a.startswith("-") for a in argv):  # multirun, --cfg, --help, ...: Hydra handles them
         return
     try:
-        compose(argv)
+        cfg = compose(argv)
     except HydraException as err:
         print(f"error: {type(err).__name__}: {explain_composition_error(err, argv)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    # Hydra creates its job folder inside the run directory before any of our code runs
+    from mtl.errors import StorageError
+    from mtl.results import RunDir
+
+    try:
+        RunDir(cfg.run.root).create()
+    except StorageError as err:
+        print(f"error: StorageError: {err}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
 
 
