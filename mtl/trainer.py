@@ -25,7 +25,7 @@ from mtl.delta import delta_m, delta_p, delta_p_per_task
 from mtl.errors import InvalidCombination, MTLError, NonFiniteLoss
 from mtl.loggers import make_logger
 from mtl.results import CHECKPOINT, SUMMARY, RunDir, git_commit
-from mtl.selection import select
+from mtl.selection import improvement, select
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,7 +166,7 @@ class Trainer:
                 record.update(self._evaluate())
                 record["epoch_time_s"] = time.perf_counter() - t0
                 wall += record["epoch_time_s"]
-                self._step_scheduler(record)
+                self._step_scheduler(record, history)
                 history.append(record)
                 if cfg.run.checkpoint:
                     self.run_dir.save_checkpoint({
@@ -274,26 +274,41 @@ class Trainer:
         self.model.train()
         return out
 
+    def _active_tasks(self):
+        active = self.method.active_tasks()
+        return self.bench.tasks if active is None else [self.bench.tasks[i] for i in active]
+
     def deltas(self, metrics) -> dict[str, Any]:
         """Δp against `reference`, Δm against `reference_m` (if given, else `reference`), over the
         tasks the method trains (all but for single-task runs)."""
-        active = self.method.active_tasks()
-        tasks = self.bench.tasks if active is None else [self.bench.tasks[i] for i in active]
+        tasks = self._active_tasks()
         ref = OmegaConf.to_container(self.protocol.reference.metrics, resolve=True)
         ref_m_cfg = self.protocol.get("reference_m")
         ref_m = OmegaConf.to_container(ref_m_cfg.metrics, resolve=True) if ref_m_cfg else ref
         return {"delta_p": delta_p(metrics, ref, tasks), "delta_m": delta_m(metrics, ref_m, tasks),
                 "delta_p_per_task": delta_p_per_task(metrics, ref, tasks)}
 
-    def _step_scheduler(self, record: dict[str, Any]) -> None:
+    def improvement(self, metrics, base) -> float:
+        """LibMTL's improvement of `metrics` over `base` (the run's own epoch-0 results), same tasks as Δ."""
+        return improvement(metrics, base, self._active_tasks())
+
+    def _step_scheduler(self, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
         if self.scheduler is None:
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            monitor = self.protocol.get("monitor") or "val_delta_p"
-            if monitor not in record:
-                raise KeyError(f"scheduler monitors {monitor!r}, which this benchmark does not produce "
-                               f"(has {sorted(k for k in record if 'delta' in k)})")
-            self.scheduler.step(record[monitor])
+            monitor = self.protocol.get("monitor") or "val_improvement"
+            split, _, key = monitor.partition("_")
+            if key == "improvement" and split in record:
+                # LibMTL Trainer.train: scheduler.step(improvement over this split's epoch-0 results)
+                base = (history[0] if history else record)[split]
+                value = self.improvement(record[split], base)
+            elif monitor in record:
+                value = record[monitor]
+            else:
+                raise KeyError(f"scheduler monitors {monitor!r}, which this benchmark does not produce; set "
+                               f"benchmark.protocol.monitor to <split>_improvement or one of "
+                               f"{sorted(k for k in record if 'delta' in k)}")
+            self.scheduler.step(value)
         else:
             self.scheduler.step()
 
@@ -301,13 +316,20 @@ class Trainer:
         rules = list(self.protocol.get("report") or [self.protocol.selection])
         if self.protocol.selection not in rules:
             rules.insert(0, self.protocol.selection)
-        reported = {rule: select(history, rule, self.deltas) for rule in rules
-                    if rule != "best_val" or "val" in history[0]}
+        # epoch0: LibMTL's improvement over the run's own epoch-0 results; stl: Δp/Δm vs `reference`
+        baseline = self.protocol.get("selection_baseline") or "epoch0"
+        ties = self.protocol.get("selection_ties") or "earliest"
+        delta = self.protocol.get("delta")
+        delta = OmegaConf.to_container(delta) if OmegaConf.is_config(delta) else delta
+        reported = {rule: select(history, rule, self.deltas, baseline=baseline, ties=ties, delta=delta,
+                                 improvement_fn=self.improvement)
+                    for rule in rules if rule != "best_val" or "val" in history[0]}
         chosen = reported[self.protocol.selection]
         cfg = self.cfg
         return {
             "benchmark": cfg.benchmark.name, "method": cfg.method.name, "tag": cfg.run.tag, "seed": int(cfg.seed),
             "selection": self.protocol.selection, "selected_epoch": chosen["epoch"],
+            "selection_baseline": chosen.get("baseline"), "selection_ties": ties if "baseline" in chosen else None,
             "metrics": chosen["metrics"], "delta_p": chosen["delta_p"], "delta_m": chosen["delta_m"],
             "delta_p_per_task": chosen["delta_p_per_task"], "reported": reported,
             "reference_source": self.protocol.reference.source,

@@ -162,7 +162,7 @@ def test_configs_and_deltas():
         assert list(c.build.targets) == list(B.DEFAULT_TARGETS)
         assert c.protocol.scheduler._target_ == "torch.optim.lr_scheduler.ReduceLROnPlateau"
         assert set(c.protocol.reference.metrics) == set(B.DEFAULT_TASK_NAMES)
-    assert cfg["qm9"].protocol.scheduler.mode == "max" and cfg["qm9"].protocol.monitor == "val_delta_p"
+    assert cfg["qm9"].protocol.scheduler.mode == "max" and cfg["qm9"].protocol.monitor == "val_improvement"
     assert cfg["qm9"].build.batch_size == 128 and cfg["qm9"].protocol.optimizer.weight_decay == 1e-5
     assert cfg["qm9_nashmtl"].protocol.scheduler.mode == "min" and cfg["qm9_nashmtl"].protocol.monitor == "val_delta_m"
     assert cfg["qm9_nashmtl"].build.batch_size == 120 and cfg["qm9_nashmtl"].build.split == "seeded"
