@@ -76,19 +76,22 @@ def build_benchmark(cfg: DictConfig) -> Benchmark:
 
 
 class EpochStats:
-    """Running means of train losses and method diagnostics over one epoch (failures are summed)."""
+    """Running means of train losses and method diagnostics over one epoch (failures are summed).
+    `weight` weighs a value in its mean (the train loss: the batch size, as LibMTL's epoch losses)."""
 
     def __init__(self):
         self.sums: dict[str, Any] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
+        self.counts: dict[str, Any] = defaultdict(float)
 
-    def add(self, key: str, value: Any) -> None:
+    def add(self, key: str, value: Any, weight: Any = 1) -> None:
         if isinstance(value, torch.Tensor):
             value = value.detach().double().cpu()
         elif not isinstance(value, (int, float)):
             return  # non-numeric diagnostics are not aggregated
-        self.sums[key] = self.sums[key] + value
-        self.counts[key] += 1
+        if not isinstance(weight, (int, float)):
+            weight = torch.as_tensor(weight, dtype=torch.float64)
+        self.sums[key] = self.sums[key] + weight * value
+        self.counts[key] = self.counts[key] + weight
 
     def means(self) -> dict[str, Any]:
         out = {}
@@ -232,18 +235,19 @@ class Trainer:
                 losses, rep = torch.stack(rows), None
             self._check_finite(losses, epoch, global_step + steps)
             self.optimizer.zero_grad(set_to_none=False)
-            info = method.backward(losses, shared, task_params, rep=rep)
+            size = bench.batch_size(batch)
+            info = method.backward(losses, shared, task_params, rep=rep, batch_size=size)
             self.optimizer.step()
             if method.wants_post_step_losses:
                 with torch.no_grad():
                     method.after_step(bench.compute_losses(model, batch)[0])
             row = losses.detach() if losses.dim() == 1 else losses.detach().mean(0)
-            stats.add("train_loss", row)
+            stats.add("train_loss", row, weight=size)
             for key, value in info.items():
                 stats.add(f"method/{key}", value)
             steps += 1
             bar.update(1)
-            bar.set_postfix_str(" ".join(f"{v:.3g}" for v in (stats.sums["train_loss"] / steps).tolist()))
+            bar.set_postfix_str(" ".join(f"{v:.3g}" for v in (stats.sums["train_loss"] / stats.counts["train_loss"]).tolist()))
         bar.close()
         method.on_epoch_end(epoch)
         out = stats.means()

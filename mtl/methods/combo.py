@@ -64,12 +64,12 @@ class Combined(Method):
         self.wants_post_step_losses = self.loss_method.wants_post_step_losses
 
     def _backward(self, losses, shared_params, task_params, rep):
-        terms, w = loss_terms(self.loss_method, losses)
+        terms, w = loss_terms(self.loss_method, losses, self.last_batch_size)
         own = [p for p in self.loss_method.trainable_parameters() if p.requires_grad]
         if own:  # the loss method's parameters: gradient of sum(terms), independent of the grad method
             own_grads = torch.autograd.grad(terms.sum(), own, retain_graph=True, allow_unused=True)
             before = [None if p.grad is None else p.grad.clone() for p in own]
-        info = self.grad_method.backward(terms, shared_params, task_params, rep=rep)
+        info = self.grad_method.backward(terms, shared_params, task_params, rep=rep, batch_size=self.last_batch_size)
         if own:
             for p, g, b in zip(own, own_grads, before):
                 g = torch.zeros_like(p) if g is None else g
