@@ -328,10 +328,50 @@ def test_method_yaml_configs_instantiate():
         assert m.name == name
 
 
-def test_gradvac_rho_only_moves_on_conflict():
-    G = T2([[1.0, 0.0], [1.0, 1.0]])  # cos > 0 = rho: no adjustment, rho stays 0 (LibMTL placement)
+def test_gradvac_rho_placement_pre_and_post_libmtl_fix():
+    G = T2([[1.0, 0.0], [1.0, 1.0]])  # cos > 0 = rho: no adjustment
+    d, rho, n = gradvac(G, torch.zeros(2, 2, 1), [2], 0.5, orders=[[1], [0]], ema_update="conflicting")
+    assert n == 0 and close(d, [2.0, 1.0]) and close(rho, torch.zeros(2, 2, 1))  # LibMTL before d2d84fa
     d, rho, n = gradvac(G, torch.zeros(2, 2, 1), [2], 0.5, orders=[[1], [0]])
-    assert n == 0 and close(d, [2.0, 1.0]) and close(rho, torch.zeros(2, 2, 1))
+    cos = 1 / math.sqrt(2)  # default: every pair's EMA moves (paper, LibMTL since d2d84fa)
+    assert n == 0 and close(d, [2.0, 1.0]) and close(rho[0, 1, 0], 0.5 * cos) and close(rho[1, 0, 0], 0.5 * cos)
+
+
+def _libmtl_gradvac(grads, rho_T, k_idx, beta, orders, fixed):
+    """LibMTL weighting/GradVac.py backward loop, transcribed (random.shuffle replaced by `orders`);
+    fixed=False puts the EMA update inside the `if` as before commit d2d84fa."""
+    task_num = grads.shape[0]
+    pc_grads = grads.clone()
+    for tn_i in range(task_num):
+        for tn_j in orders[tn_i]:
+            for k in range(len(k_idx)):
+                beg, end = sum(k_idx[:k]), sum(k_idx[:k + 1])
+                rho_ijk = torch.dot(pc_grads[tn_i, beg:end], grads[tn_j, beg:end]) / (
+                    pc_grads[tn_i, beg:end].norm() * grads[tn_j, beg:end].norm() + 1e-8)
+                if rho_ijk < rho_T[tn_i, tn_j, k]:
+                    w = pc_grads[tn_i, beg:end].norm() * (rho_T[tn_i, tn_j, k] * (1 - rho_ijk ** 2).sqrt() - rho_ijk * (
+                        1 - rho_T[tn_i, tn_j, k] ** 2).sqrt()) / (grads[tn_j, beg:end].norm() * (
+                            1 - rho_T[tn_i, tn_j, k] ** 2).sqrt() + 1e-8)
+                    pc_grads[tn_i, beg:end] += grads[tn_j, beg:end] * w
+                    if not fixed:
+                        rho_T[tn_i, tn_j, k] = (1 - beta) * rho_T[tn_i, tn_j, k] + beta * rho_ijk
+                if fixed:
+                    rho_T[tn_i, tn_j, k] = (1 - beta) * rho_T[tn_i, tn_j, k] + beta * rho_ijk
+    return pc_grads.sum(0), rho_T
+
+
+@pytest.mark.parametrize("ema_update,fixed", [("all", True), ("conflicting", False)])
+def test_gradvac_matches_libmtl_over_steps(ema_update, fixed):
+    g = torch.Generator().manual_seed(0)
+    sizes = [3, 5, 4]
+    rho, rho_ref = torch.zeros(3, 3, 3, dtype=torch.float64), torch.zeros(3, 3, 3, dtype=torch.float64)
+    for step in range(6):
+        G = torch.randn(3, 12, generator=g, dtype=torch.float64)
+        G[1] -= 0.8 * G[0]  # conflicts
+        orders = [[2, 1], [0, 2], [1, 0]] if step % 2 else [[1, 2], [2, 0], [0, 1]]
+        d, rho, _ = gradvac(G, rho, sizes, 0.3, orders=orders, ema_update=ema_update)
+        d_ref, rho_ref = _libmtl_gradvac(G, rho_ref, sizes, 0.3, orders, fixed)
+        assert torch.allclose(d, d_ref, atol=1e-10) and torch.allclose(rho, rho_ref, atol=1e-12)
 
 
 def test_gradnorm_epoch0_rep_mode_trains_encoder_like_ew():
