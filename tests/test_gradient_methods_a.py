@@ -397,3 +397,26 @@ def test_runner_trains_two_epochs(train, name):
                   "benchmark.build.n_train=256", f"method={name}"])
     summary = json.loads((path / "summary.json").read_text())
     assert summary["steps"] == 6 and math.isfinite(summary["delta_p"])
+
+
+# ---- head gradients of IMTL-G and MGDA: LibMTL (plain) vs nash-mtl (weighted backward) -----------
+@pytest.mark.parametrize("name,scale", [("imtl_g", 1), ("mgda", 3), ("mgda_ub", 3)])
+def test_head_grads_plain_or_weighted_as_nashmtl(name, scale):
+    model, losses = _tiny(T=3, seed=2)
+    heads = model.task_parameters()
+    got = {}
+    for mode in ("plain", "weighted"):
+        m = methods.create(name, num_tasks=3, head_grads=mode)
+        model.zero_grad()
+        L, rep = losses(rep_grad=m.rep_grad)
+        info = m.backward(L, model.shared_parameters(), heads, rep=rep)
+        got[mode] = [p.grad.clone() for p in heads]
+        # nash-mtl: weighted_loss = sum_t alpha_t L_t (MGDA: alpha = sol * n_tasks); loss.backward()
+        alpha = info.get("min_norm_weights", info["weights"]) * scale
+        model.zero_grad()
+        L, _ = losses()
+        expected = torch.autograd.grad((L * alpha).sum() if mode == "weighted" else L.sum(), heads)
+        assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(got[mode], expected)), mode
+    assert not torch.allclose(got["plain"][0], got["weighted"][0])
+    with pytest.raises(ValueError, match="head_grads"):
+        methods.create(name, num_tasks=3, head_grads="both")

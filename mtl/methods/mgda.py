@@ -14,6 +14,11 @@ Gradient normalisation `mgda_gn` (none | l2 | loss | loss+) divides g_t by 1, ||
 L_t ||g_t|| before solving. As in LibMTL, in param-grad mode the update is sum_t sol_t g_t / gn_t
 (the normalised gradients), whereas in rep-grad mode the weights `sol` multiply the raw
 representation gradients. Weights sum to 1 (LibMTL; nash-mtl's version multiplies by T).
+
+Heads (`head_grads`): "plain" gives each head the plain gradient of its own loss (LibMTL
+mode='backward', protocol A); "weighted" gives T·sol_t ∇L_t, as nash-mtl/IGB4MTL, which
+backpropagate Σ T·sol_t L_t (protocol B). The shared update stays LibMTL's in both modes (nash-mtl's
+is T·Σ sol_t g_t with raw g_t: T times larger, and not divided by the normalisers).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mtl.engine import accumulate_grads
 from mtl.errors import SolverError
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods.registry import register
@@ -28,6 +34,7 @@ from mtl.methods.registry import register
 MAX_ITER = 250
 STOP_CRIT = 1e-5
 NORMALISERS = ("none", "l2", "loss", "loss+")
+HEAD_GRADS = ("plain", "weighted")
 
 
 @dataclass
@@ -125,8 +132,11 @@ class MGDA(GradientMethod):
     _state_attrs = ("solver_failures_total",)
 
     def __init__(self, num_tasks: int, *, mgda_gn: str = "none", max_iter: int = MAX_ITER,
-                 on_solver_error: str = "count", **kwargs):
+                 on_solver_error: str = "count", head_grads: str = "plain", **kwargs):
         super().__init__(num_tasks, **kwargs)
+        if head_grads not in HEAD_GRADS:
+            raise ValueError(f"{self.name}: head_grads {head_grads!r} unknown; choose one of {HEAD_GRADS}")
+        self.head_grads = head_grads
         if mgda_gn not in NORMALISERS:
             raise ValueError(f"mgda_gn {mgda_gn!r} unknown; choose one of {NORMALISERS}")
         if on_solver_error not in ("count", "raise"):
@@ -149,6 +159,12 @@ class MGDA(GradientMethod):
         weights = sol if self.rep_grad else sol / gn
         return Aggregate(weights=weights, info={"min_norm_weights": sol, "solver_failures": int(not res.converged),
                                                 "solver_iterations": res.iterations})
+
+    def _assign_heads(self, task_params, grads, agg: Aggregate) -> None:
+        if self.head_grads == "weighted":  # nash-mtl: the loss weights are T * sol
+            accumulate_grads(task_params, grads.task_param_grads(self.num_tasks * agg.info["min_norm_weights"]))
+        else:
+            super()._assign_heads(task_params, grads, agg)
 
 
 @register
