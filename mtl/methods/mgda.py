@@ -160,6 +160,10 @@ class MGDA(GradientMethod):
         return Aggregate(weights=weights, info={"min_norm_weights": sol, "solver_failures": int(not res.converged),
                                                 "solver_iterations": res.iterations})
 
+    def objective_weights(self, info: dict) -> torch.Tensor:
+        """Weights of the loss nash-mtl/IGB4MTL backpropagate after MGDA: T·sol (used by `combo`)."""
+        return self.num_tasks * info["min_norm_weights"]
+
     def _assign_heads(self, task_params, grads, agg: Aggregate) -> None:
         if self.head_grads == "weighted":  # nash-mtl: the loss weights are T * sol
             accumulate_grads(task_params, grads.task_param_grads(self.num_tasks * agg.info["min_norm_weights"]))
