@@ -420,3 +420,76 @@ def test_head_grads_plain_or_weighted_as_nashmtl(name, scale):
     assert not torch.allclose(got["plain"][0], got["weighted"][0])
     with pytest.raises(ValueError, match="head_grads"):
         methods.create(name, num_tasks=3, head_grads="both")
+
+
+def _libmtl_min_norm(grads):
+    """LibMTL weighting/MGDA.py `_find_min_norm_element`, transcribed (runs in the gradients' dtype)."""
+    def from2(v1v1, v1v2, v2v2):
+        if v1v2 >= v1v1:
+            return 0.999, v1v1
+        if v1v2 >= v2v2:
+            return 0.001, v2v2
+        gamma = -1.0 * ((v1v2 - v2v2) / (v1v1 + v2v2 - 2 * v1v2))
+        return gamma, v2v2 + gamma * (v1v2 - v2v2)
+
+    def projection2simplex(y):
+        m = len(y)
+        sorted_y = torch.sort(y, descending=True)[0]
+        tmpsum = 0.0
+        tmax_f = (torch.sum(y) - 1.0) / m
+        for i in range(m - 1):
+            tmpsum += sorted_y[i]
+            tmax = (tmpsum - 1) / (i + 1.0)
+            if tmax > sorted_y[i + 1]:
+                tmax_f = tmax
+                break
+        return torch.max(y - tmax_f, torch.zeros(m))
+
+    def next_point(cur_val, grad, n):
+        proj_grad = grad - (torch.sum(grad) / n)
+        tm1 = -1.0 * cur_val[proj_grad < 0] / proj_grad[proj_grad < 0]
+        tm2 = (1.0 - cur_val[proj_grad > 0]) / (proj_grad[proj_grad > 0])
+        t = torch.ones(1)
+        if (tm1 > 1e-7).sum() > 0:
+            t = torch.min(tm1[tm1 > 1e-7])
+        if (tm2 > 1e-7).sum() > 0:
+            t = torch.min(t, torch.min(tm2[tm2 > 1e-7]))
+        return projection2simplex(proj_grad * t + cur_val)
+
+    grad_mat = grads.mm(grads.t())
+    n = grads.size()[0]
+    dmin = 1e8
+    for i in range(n):
+        for j in range(i + 1, n):
+            c, d = from2(grad_mat[i, i], grad_mat[i, j], grad_mat[j, j])
+            if d < dmin:
+                dmin = d
+                init_sol = [(i, j), c, d]
+    sol_vec = torch.zeros(n)
+    sol_vec[init_sol[0][0]] = init_sol[1]
+    sol_vec[init_sol[0][1]] = 1 - init_sol[1]
+    for _ in range(250):
+        grad_dir = -1.0 * torch.matmul(grad_mat, sol_vec)
+        new_point = next_point(sol_vec, grad_dir, n)
+        v1v1 = torch.sum(sol_vec.unsqueeze(1).repeat(1, n) * sol_vec.unsqueeze(0).repeat(n, 1) * grad_mat)
+        v1v2 = torch.sum(sol_vec.unsqueeze(1).repeat(1, n) * new_point.unsqueeze(0).repeat(n, 1) * grad_mat)
+        v2v2 = torch.sum(new_point.unsqueeze(1).repeat(1, n) * new_point.unsqueeze(0).repeat(n, 1) * grad_mat)
+        nc, nd = from2(v1v1, v1v2, v2v2)
+        new_sol_vec = nc * sol_vec + (1 - nc) * new_point
+        if torch.sum(torch.abs(new_sol_vec - sol_vec)) < 1e-5:
+            return sol_vec
+        sol_vec = new_sol_vec
+    return sol_vec
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mgda_float32_solver_equals_libmtl_bit_for_bit(seed):
+    g = torch.Generator().manual_seed(seed)
+    G = torch.randn(4, 50, generator=g)
+    G[1] = -0.6 * G[0] + 0.3 * G[1]
+    ref = _libmtl_min_norm(G)
+    m = methods.create("mgda", num_tasks=4, solver_dtype="float32")
+    got = m.aggregate(G, torch.ones(4)).info["min_norm_weights"]
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
+    double = find_min_norm_element(G.double() @ G.double().T).weights
+    assert torch.allclose(double.float(), ref, atol=1e-4)  # default float64: close, not identical
