@@ -68,6 +68,16 @@ class Benchmark:
     def steps_per_epoch(self) -> int:
         return len(self.loaders["train"])
 
+    def batch_size(self, batch: Any) -> int | list[int]:
+        """Samples behind one training batch's losses: one number, or one per task when the batch
+        is a dict keyed by task names (one input batch per task). It weighs the step in the epoch's
+        mean train loss, as LibMTL `AbsLoss._average_loss` does (`pred.size()[0]` per step).
+        The default reads the leading size of the batch's first tensor (a graph batch's
+        `num_graphs`); a batch without tensors counts 1."""
+        if isinstance(batch, dict) and set(batch) == set(self.task_names):
+            return [_leading_size(batch[t]) for t in self.task_names]
+        return _leading_size(batch)
+
     def compute_losses(self, model: nn.Module, batch: Any, rep_grad: bool = False
                        ) -> tuple[torch.Tensor, Representation | None]:
         """Per-task training losses [T] of one batch (and the split representation in rep-grad mode)."""
@@ -85,3 +95,16 @@ class Benchmark:
 
     def splits(self) -> list[str]:
         return [s for s in ("val", "test") if self.loaders.get(s) is not None]
+
+
+def _leading_size(batch: Any) -> int:
+    """Number of samples in `batch`: `num_graphs` of a graph batch, else dim 0 of its first tensor."""
+    if hasattr(batch, "num_graphs"):
+        return int(batch.num_graphs)
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else 1
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)) and batch:
+        return _leading_size(batch[0])
+    return 1

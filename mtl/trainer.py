@@ -36,7 +36,7 @@ from mtl.loggers import make_logger
 from mtl.preemption import PreemptionGuard
 from mtl.resume import changed_keys, describe as describe_changes
 from mtl.results import CHECKPOINT, RunDir, git_commit
-from mtl.selection import select
+from mtl.selection import improvement, select
 from mtl.validate import validate
 
 
@@ -79,22 +79,28 @@ def build_benchmark(cfg: DictConfig) -> Benchmark:
 
 class EpochStats:
     """Per-epoch aggregates of train losses and method diagnostics. Each diagnostic is reduced as
-    its method declares (`Method.diagnostic_reductions`: mean, sum or last; mean by default)."""
+    its method declares (`Method.diagnostic_reductions`: mean, sum or last; mean by default);
+    `weight` weighs a value in its mean (the train loss: the batch size, as LibMTL's epoch losses)."""
 
     def __init__(self, reductions: dict[str, str] | None = None):
         self.reductions = reductions or {}
         self.sums: dict[str, Any] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
+        self.counts: dict[str, Any] = defaultdict(float)
         self.last: dict[str, Any] = {}
 
-    def add(self, key: str, value: Any) -> None:
+    def add(self, key: str, value: Any, weight: Any = 1) -> None:
         if isinstance(value, torch.Tensor):
             value = value.detach().double()
         elif not isinstance(value, (int, float)):
             return  # non-numeric diagnostics are not aggregated
+        if not isinstance(weight, (int, float)):
+            weight = torch.as_tensor(weight, dtype=torch.float64, device=getattr(value, "device", None))
         self.last[key] = value
-        self.sums[key] = self.sums[key] + value
-        self.counts[key] += 1
+        self.sums[key] = self.sums[key] + weight * value
+        self.counts[key] = self.counts[key] + weight
+
+    def mean(self, key: str) -> Any:
+        return self.sums[key] / self.counts[key]
 
     def results(self) -> dict[str, Any]:
         out = {}
@@ -110,7 +116,7 @@ class EpochStats:
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
         self.sums.update({k: move(v) for k, v in state["sums"].items()})
-        self.counts.update(state["counts"])
+        self.counts.update({k: move(v) for k, v in state["counts"].items()})
         self.last.update({k: move(v) for k, v in state["last"].items()})
 
 
@@ -243,7 +249,7 @@ class Trainer:
             record.update(self._evaluate())
             record["epoch_time_s"] = time.perf_counter() - t0
             state["wall"] += record["epoch_time_s"]
-            self._step_scheduler(record)
+            self._step_scheduler(record, history)
             history.append(record)
             state["epoch"] = epoch + 1
             last = epoch == epochs - 1
@@ -347,20 +353,21 @@ class Trainer:
                 losses, rep = torch.stack(rows), None
             self._check_finite(losses, epoch, global_step + steps - start)
             self.optimizer.zero_grad(set_to_none=False)
-            info = method.backward(losses, shared, task_params, rep=rep)
+            size = bench.batch_size(batch)
+            info = method.backward(losses, shared, task_params, rep=rep, batch_size=size)
             self.optimizer.step()
             if method.wants_post_step_losses:
                 with torch.no_grad():
                     method.after_step(bench.compute_losses(model, batch)[0])
             row = losses.detach() if losses.dim() == 1 else losses.detach().mean(0)
-            stats.add("train_loss", row)
+            stats.add("train_loss", row, weight=size)
             for key, value in info.items():
                 stats.add(f"method/{key}", value)
             steps += 1
             if signal_at is not None and global_step + steps - start == int(signal_at):
                 os.kill(os.getpid(), signal.SIGUSR1)  # testing aid: a preemption signal mid-epoch
             bar.update(1)
-            bar.set_postfix_str(" ".join(f"{v:.3g}" for v in (stats.sums["train_loss"] / steps).tolist()))
+            bar.set_postfix_str(" ".join(f"{v:.3g}" for v in (stats.sums["train_loss"] / stats.counts["train_loss"]).tolist()))
         bar.close()
         method.on_epoch_end(epoch)
         out = stats.results()
@@ -393,26 +400,41 @@ class Trainer:
         self.model.train()
         return out
 
+    def _active_tasks(self):
+        active = self.method.active_tasks()
+        return self.bench.tasks if active is None else [self.bench.tasks[i] for i in active]
+
     def deltas(self, metrics) -> dict[str, Any]:
         """Δp against `reference`, Δm against `reference_m` (if given, else `reference`), over the
         tasks the method trains (all but for single-task runs)."""
-        active = self.method.active_tasks()
-        tasks = self.bench.tasks if active is None else [self.bench.tasks[i] for i in active]
+        tasks = self._active_tasks()
         ref = OmegaConf.to_container(self.protocol.reference.metrics, resolve=True)
         ref_m_cfg = self.protocol.get("reference_m")
         ref_m = OmegaConf.to_container(ref_m_cfg.metrics, resolve=True) if ref_m_cfg else ref
         return {"delta_p": delta_p(metrics, ref, tasks), "delta_m": delta_m(metrics, ref_m, tasks),
                 "delta_p_per_task": delta_p_per_task(metrics, ref, tasks)}
 
-    def _step_scheduler(self, record: dict[str, Any]) -> None:
+    def improvement(self, metrics, base) -> float:
+        """LibMTL's improvement of `metrics` over `base` (the run's own epoch-0 results), same tasks as Δ."""
+        return improvement(metrics, base, self._active_tasks())
+
+    def _step_scheduler(self, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
         if self.scheduler is None:
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            monitor = self.protocol.get("monitor") or "val_delta_p"
-            if monitor not in record:
-                raise KeyError(f"scheduler monitors {monitor!r}, which this benchmark does not produce "
-                               f"(has {sorted(k for k in record if 'delta' in k)})")
-            self.scheduler.step(record[monitor])
+            monitor = self.protocol.get("monitor") or "val_improvement"
+            split, _, key = monitor.partition("_")
+            if key == "improvement" and split in record:
+                # LibMTL Trainer.train: scheduler.step(improvement over this split's epoch-0 results)
+                base = (history[0] if history else record)[split]
+                value = self.improvement(record[split], base)
+            elif monitor in record:
+                value = record[monitor]
+            else:
+                raise KeyError(f"scheduler monitors {monitor!r}, which this benchmark does not produce; set "
+                               f"benchmark.protocol.monitor to <split>_improvement or one of "
+                               f"{sorted(k for k in record if 'delta' in k)}")
+            self.scheduler.step(value)
         else:
             self.scheduler.step()
 
@@ -420,13 +442,20 @@ class Trainer:
         rules = list(self.protocol.get("report") or [self.protocol.selection])
         if self.protocol.selection not in rules:
             rules.insert(0, self.protocol.selection)
-        reported = {rule: select(history, rule, self.deltas) for rule in rules
-                    if rule != "best_val" or "val" in history[0]}
+        # epoch0: LibMTL's improvement over the run's own epoch-0 results; stl: Δp/Δm vs `reference`
+        baseline = self.protocol.get("selection_baseline") or "epoch0"
+        ties = self.protocol.get("selection_ties") or "earliest"
+        delta = self.protocol.get("delta")
+        delta = OmegaConf.to_container(delta) if OmegaConf.is_config(delta) else delta
+        reported = {rule: select(history, rule, self.deltas, baseline=baseline, ties=ties, delta=delta,
+                                 improvement_fn=self.improvement)
+                    for rule in rules if rule != "best_val" or "val" in history[0]}
         chosen = reported[self.protocol.selection]
         cfg = self.cfg
         return {
             "benchmark": cfg.benchmark.name, "method": cfg.method.name, "tag": cfg.run.tag, "seed": int(cfg.seed),
             "selection": self.protocol.selection, "selected_epoch": chosen["epoch"],
+            "selection_baseline": chosen.get("baseline"), "selection_ties": ties if "baseline" in chosen else None,
             "metrics": chosen["metrics"], "delta_p": chosen["delta_p"], "delta_m": chosen["delta_m"],
             "delta_p_per_task": chosen["delta_p_per_task"], "reported": reported,
             "reference_source": self.protocol.reference.source,

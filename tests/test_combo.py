@@ -91,8 +91,37 @@ def test_loss_method_parameters_get_their_gradient(unit_sum):
     losses = net.losses().detach()
     m.on_epoch_start(0)
     m.backward(net.losses(), list(net.enc.parameters()), list(net.heads.parameters()))
-    # d/ds_t sum_t [L_t / (2 e^s_t) + s_t / 2] = -L_t / (2 e^s_t) + 1/2, as a plain backward gives
-    torch.testing.assert_close(s.grad, -losses / (2 * torch.exp(s.detach())) + 0.5)
+    # IGB4MTL: the gradient method backpropagates sum_t a_t term_t, here a_t = 1/||g_t|| (its weights):
+    # d/ds_t sum_t a_t [L_t / (2 e^s_t) + s_t / 2] = a_t (-L_t / (2 e^s_t) + 1/2)
+    terms = net.losses() / (2 * torch.exp(s.detach())) + s.detach() / 2
+    shared = list(net.enc.parameters())
+    norms = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(terms[t], shared, retain_graph=True)]).norm()
+                         for t in range(3)])
+    torch.testing.assert_close(s.grad, (1.0 / norms) * (-losses / (2 * torch.exp(s.detach())) + 0.5), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("grad,scale", [("nash_mtl", 1.0), ("imtl_g", 1.0), ("mgda", 3.0), ("cagrad", None)])
+def test_uw_parameters_get_the_gradient_of_the_weighted_objective_as_igb4mtl(grad, scale):
+    """IGB4MTL trainer: weighted_losses = UW terms; gradient_weight_method.backward(weighted_losses)
+    runs `sum(alpha_i * weighted_losses_i).backward()` (MGDA: alpha = n_tasks * sol; CAGrad:
+    every term backpropagated unweighted), so logsigma.grad = alpha_t * d term_t / d s_t."""
+    net = Net()
+    m = methods.create("combo", num_tasks=3, loss={"name": "uw"}, grad={"name": grad})
+    (s,) = m.trainable_parameters()
+    with torch.no_grad():
+        s.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    losses = net.losses().detach()
+    m.on_epoch_start(0)
+    info = m.backward(net.losses(), list(net.enc.parameters()), list(net.heads.parameters()))
+    if scale is None:
+        alpha = torch.ones(3)
+    elif grad == "mgda":
+        alpha = scale * info["grad/min_norm_weights"]
+    else:
+        alpha = scale * info["weights"]
+    assert scale is None or not torch.allclose(alpha, torch.ones(3), atol=1e-3)  # differs from the plain sum
+    hand = alpha * (-losses / (2 * torch.exp(s.detach())) + 0.5)
+    torch.testing.assert_close(s.grad, hand.to(s.grad.dtype), rtol=1e-5, atol=1e-7)
 
 
 def test_epoch_hooks_after_step_and_state(unit_sum):

@@ -328,10 +328,50 @@ def test_method_yaml_configs_instantiate():
         assert m.name == name
 
 
-def test_gradvac_rho_only_moves_on_conflict():
-    G = T2([[1.0, 0.0], [1.0, 1.0]])  # cos > 0 = rho: no adjustment, rho stays 0 (LibMTL placement)
+def test_gradvac_rho_placement_pre_and_post_libmtl_fix():
+    G = T2([[1.0, 0.0], [1.0, 1.0]])  # cos > 0 = rho: no adjustment
+    d, rho, n = gradvac(G, torch.zeros(2, 2, 1), [2], 0.5, orders=[[1], [0]], ema_update="conflicting")
+    assert n == 0 and close(d, [2.0, 1.0]) and close(rho, torch.zeros(2, 2, 1))  # LibMTL before d2d84fa
     d, rho, n = gradvac(G, torch.zeros(2, 2, 1), [2], 0.5, orders=[[1], [0]])
-    assert n == 0 and close(d, [2.0, 1.0]) and close(rho, torch.zeros(2, 2, 1))
+    cos = 1 / math.sqrt(2)  # default: every pair's EMA moves (paper, LibMTL since d2d84fa)
+    assert n == 0 and close(d, [2.0, 1.0]) and close(rho[0, 1, 0], 0.5 * cos) and close(rho[1, 0, 0], 0.5 * cos)
+
+
+def _libmtl_gradvac(grads, rho_T, k_idx, beta, orders, fixed):
+    """LibMTL weighting/GradVac.py backward loop, transcribed (random.shuffle replaced by `orders`);
+    fixed=False puts the EMA update inside the `if` as before commit d2d84fa."""
+    task_num = grads.shape[0]
+    pc_grads = grads.clone()
+    for tn_i in range(task_num):
+        for tn_j in orders[tn_i]:
+            for k in range(len(k_idx)):
+                beg, end = sum(k_idx[:k]), sum(k_idx[:k + 1])
+                rho_ijk = torch.dot(pc_grads[tn_i, beg:end], grads[tn_j, beg:end]) / (
+                    pc_grads[tn_i, beg:end].norm() * grads[tn_j, beg:end].norm() + 1e-8)
+                if rho_ijk < rho_T[tn_i, tn_j, k]:
+                    w = pc_grads[tn_i, beg:end].norm() * (rho_T[tn_i, tn_j, k] * (1 - rho_ijk ** 2).sqrt() - rho_ijk * (
+                        1 - rho_T[tn_i, tn_j, k] ** 2).sqrt()) / (grads[tn_j, beg:end].norm() * (
+                            1 - rho_T[tn_i, tn_j, k] ** 2).sqrt() + 1e-8)
+                    pc_grads[tn_i, beg:end] += grads[tn_j, beg:end] * w
+                    if not fixed:
+                        rho_T[tn_i, tn_j, k] = (1 - beta) * rho_T[tn_i, tn_j, k] + beta * rho_ijk
+                if fixed:
+                    rho_T[tn_i, tn_j, k] = (1 - beta) * rho_T[tn_i, tn_j, k] + beta * rho_ijk
+    return pc_grads.sum(0), rho_T
+
+
+@pytest.mark.parametrize("ema_update,fixed", [("all", True), ("conflicting", False)])
+def test_gradvac_matches_libmtl_over_steps(ema_update, fixed):
+    g = torch.Generator().manual_seed(0)
+    sizes = [3, 5, 4]
+    rho, rho_ref = torch.zeros(3, 3, 3, dtype=torch.float64), torch.zeros(3, 3, 3, dtype=torch.float64)
+    for step in range(6):
+        G = torch.randn(3, 12, generator=g, dtype=torch.float64)
+        G[1] -= 0.8 * G[0]  # conflicts
+        orders = [[2, 1], [0, 2], [1, 0]] if step % 2 else [[1, 2], [2, 0], [0, 1]]
+        d, rho, _ = gradvac(G, rho, sizes, 0.3, orders=orders, ema_update=ema_update)
+        d_ref, rho_ref = _libmtl_gradvac(G, rho_ref, sizes, 0.3, orders, fixed)
+        assert torch.allclose(d, d_ref, atol=1e-10) and torch.allclose(rho, rho_ref, atol=1e-12)
 
 
 def test_gradnorm_epoch0_rep_mode_trains_encoder_like_ew():
@@ -357,3 +397,99 @@ def test_runner_trains_two_epochs(train, name):
                   "benchmark.build.n_train=256", f"method={name}"])
     summary = json.loads((path / "summary.json").read_text())
     assert summary["steps"] == 6 and math.isfinite(summary["delta_p"])
+
+
+# ---- head gradients of IMTL-G and MGDA: LibMTL (plain) vs nash-mtl (weighted backward) -----------
+@pytest.mark.parametrize("name,scale", [("imtl_g", 1), ("mgda", 3), ("mgda_ub", 3)])
+def test_head_grads_plain_or_weighted_as_nashmtl(name, scale):
+    model, losses = _tiny(T=3, seed=2)
+    heads = model.task_parameters()
+    got = {}
+    for mode in ("plain", "weighted"):
+        m = methods.create(name, num_tasks=3, head_grads=mode)
+        model.zero_grad()
+        L, rep = losses(rep_grad=m.rep_grad)
+        info = m.backward(L, model.shared_parameters(), heads, rep=rep)
+        got[mode] = [p.grad.clone() for p in heads]
+        # nash-mtl: weighted_loss = sum_t alpha_t L_t (MGDA: alpha = sol * n_tasks); loss.backward()
+        alpha = info.get("min_norm_weights", info["weights"]) * scale
+        model.zero_grad()
+        L, _ = losses()
+        expected = torch.autograd.grad((L * alpha).sum() if mode == "weighted" else L.sum(), heads)
+        assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(got[mode], expected)), mode
+    assert not torch.allclose(got["plain"][0], got["weighted"][0])
+    with pytest.raises(ValueError, match="head_grads"):
+        methods.create(name, num_tasks=3, head_grads="both")
+
+
+def _libmtl_min_norm(grads):
+    """LibMTL weighting/MGDA.py `_find_min_norm_element`, transcribed (runs in the gradients' dtype)."""
+    def from2(v1v1, v1v2, v2v2):
+        if v1v2 >= v1v1:
+            return 0.999, v1v1
+        if v1v2 >= v2v2:
+            return 0.001, v2v2
+        gamma = -1.0 * ((v1v2 - v2v2) / (v1v1 + v2v2 - 2 * v1v2))
+        return gamma, v2v2 + gamma * (v1v2 - v2v2)
+
+    def projection2simplex(y):
+        m = len(y)
+        sorted_y = torch.sort(y, descending=True)[0]
+        tmpsum = 0.0
+        tmax_f = (torch.sum(y) - 1.0) / m
+        for i in range(m - 1):
+            tmpsum += sorted_y[i]
+            tmax = (tmpsum - 1) / (i + 1.0)
+            if tmax > sorted_y[i + 1]:
+                tmax_f = tmax
+                break
+        return torch.max(y - tmax_f, torch.zeros(m))
+
+    def next_point(cur_val, grad, n):
+        proj_grad = grad - (torch.sum(grad) / n)
+        tm1 = -1.0 * cur_val[proj_grad < 0] / proj_grad[proj_grad < 0]
+        tm2 = (1.0 - cur_val[proj_grad > 0]) / (proj_grad[proj_grad > 0])
+        t = torch.ones(1)
+        if (tm1 > 1e-7).sum() > 0:
+            t = torch.min(tm1[tm1 > 1e-7])
+        if (tm2 > 1e-7).sum() > 0:
+            t = torch.min(t, torch.min(tm2[tm2 > 1e-7]))
+        return projection2simplex(proj_grad * t + cur_val)
+
+    grad_mat = grads.mm(grads.t())
+    n = grads.size()[0]
+    dmin = 1e8
+    for i in range(n):
+        for j in range(i + 1, n):
+            c, d = from2(grad_mat[i, i], grad_mat[i, j], grad_mat[j, j])
+            if d < dmin:
+                dmin = d
+                init_sol = [(i, j), c, d]
+    sol_vec = torch.zeros(n)
+    sol_vec[init_sol[0][0]] = init_sol[1]
+    sol_vec[init_sol[0][1]] = 1 - init_sol[1]
+    for _ in range(250):
+        grad_dir = -1.0 * torch.matmul(grad_mat, sol_vec)
+        new_point = next_point(sol_vec, grad_dir, n)
+        v1v1 = torch.sum(sol_vec.unsqueeze(1).repeat(1, n) * sol_vec.unsqueeze(0).repeat(n, 1) * grad_mat)
+        v1v2 = torch.sum(sol_vec.unsqueeze(1).repeat(1, n) * new_point.unsqueeze(0).repeat(n, 1) * grad_mat)
+        v2v2 = torch.sum(new_point.unsqueeze(1).repeat(1, n) * new_point.unsqueeze(0).repeat(n, 1) * grad_mat)
+        nc, nd = from2(v1v1, v1v2, v2v2)
+        new_sol_vec = nc * sol_vec + (1 - nc) * new_point
+        if torch.sum(torch.abs(new_sol_vec - sol_vec)) < 1e-5:
+            return sol_vec
+        sol_vec = new_sol_vec
+    return sol_vec
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mgda_float32_solver_equals_libmtl_bit_for_bit(seed):
+    g = torch.Generator().manual_seed(seed)
+    G = torch.randn(4, 50, generator=g)
+    G[1] = -0.6 * G[0] + 0.3 * G[1]
+    ref = _libmtl_min_norm(G)
+    m = methods.create("mgda", num_tasks=4, solver_dtype="float32")
+    got = m.aggregate(G, torch.ones(4)).info["min_norm_weights"]
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
+    double = find_min_norm_element(G.double() @ G.double().T).weights
+    assert torch.allclose(double.float(), ref, atol=1e-4)  # default float64: close, not identical

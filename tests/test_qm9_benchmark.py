@@ -162,7 +162,7 @@ def test_configs_and_deltas():
         assert list(c.build.targets) == list(B.DEFAULT_TARGETS)
         assert c.protocol.scheduler._target_ == "torch.optim.lr_scheduler.ReduceLROnPlateau"
         assert set(c.protocol.reference.metrics) == set(B.DEFAULT_TASK_NAMES)
-    assert cfg["qm9"].protocol.scheduler.mode == "max" and cfg["qm9"].protocol.monitor == "val_delta_p"
+    assert cfg["qm9"].protocol.scheduler.mode == "max" and cfg["qm9"].protocol.monitor == "val_improvement"
     assert cfg["qm9"].build.batch_size == 128 and cfg["qm9"].protocol.optimizer.weight_decay == 1e-5
     assert cfg["qm9_nashmtl"].protocol.scheduler.mode == "min" and cfg["qm9_nashmtl"].protocol.monitor == "val_delta_m"
     assert cfg["qm9_nashmtl"].build.batch_size == 120 and cfg["qm9_nashmtl"].build.split == "seeded"
@@ -217,3 +217,30 @@ def test_shared_edge_weights_equal_reference_nnconv(bench):
     assert torch.allclose(out1, out2, atol=1e-6)
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_share_edge_weights_option_trains_identically(root, tmp_path):
+    """`benchmark.build.share_edge_weights=false` is accepted and gives the same training as the
+    default shared edge network (to float tolerance)."""
+    from mtl import train
+    from mtl.results import RunDir
+
+    def run(share):
+        path = train.run([
+            "benchmark=qm9_small", "method=ew", "seed=0", "logger=none", "trainer.epochs=1",
+            "trainer.max_steps_per_epoch=3", "trainer.progress=false", f"run.root={tmp_path}",
+            f"run.tag=_share{share}", f"benchmark.build.root={root}", f"benchmark.build.limit={LIMIT}",
+            "benchmark.build.subset={train:32,val:16,test:16}", "benchmark.build.batch_size=16",
+            "benchmark.build.progress=false", f"benchmark.build.share_edge_weights={share}",
+            # SGD: Adam's g/sqrt(v) would magnify float noise of near-zero gradients into lr-sized steps
+            "benchmark.protocol.optimizer._target_=torch.optim.SGD", "benchmark.protocol.optimizer.lr=0.01"])
+        ckpt = RunDir(path).load_checkpoint()
+        return RunDir(path).read_metrics()[0], ckpt["model"], OmegaConf.load(Path(path) / "config.yaml")
+
+    (r1, m1, c1), (r2, m2, c2) = run("true"), run("false")
+    assert c1.benchmark.build.share_edge_weights is True and c2.benchmark.build.share_edge_weights is False
+    for t in r1["train_loss"]:
+        assert r1["train_loss"][t] == pytest.approx(r2["train_loss"][t], rel=1e-5)
+        assert r1["val"][t]["mae"] == pytest.approx(r2["val"][t]["mae"], rel=1e-4)
+    for k in m1:
+        assert torch.allclose(m1[k].float(), m2[k].float(), rtol=1e-4, atol=1e-6), k

@@ -97,7 +97,7 @@ class QM9Benchmark(Benchmark):
                  split_seed: int = 42, n_test: int = 10_000, n_val: int = 10_000,
                  limit: int | None = None, subset: dict | None = None, batch_size: int = 128,
                  eval_batch_size: int | None = None, features: str = "pyg", ghost_bonds: bool = True,
-                 dim: int = 64, num_workers: int = 0, progress: bool = True):
+                 dim: int = 64, num_workers: int = 0, progress: bool = True, share_edge_weights: bool = True):
         targets, task_names = [int(t) for t in targets], list(task_names)
         if len(targets) != len(task_names):
             raise ValueError(f"qm9: {len(targets)} targets but {len(task_names)} task names")
@@ -121,7 +121,9 @@ class QM9Benchmark(Benchmark):
                 parts[s] = parts[s][:k]
         self.split_positions = parts
         self.tasks = [TaskSpec(n, (MetricSpec("mae", higher_is_better=False),)) for n in task_names]
-        self.model = mpnn_hps(task_names, dim=dim)
+        # share_edge_weights: run the edge network once per forward instead of once per round (same
+        # values, ~2.3x faster); false calls NNConv in each round as the references do
+        self.model = mpnn_hps(task_names, dim=dim, share_edge_weights=bool(share_edge_weights))
         ebs = eval_batch_size or batch_size
         self.loaders = {
             "train": DataLoader(self.dataset[parts["train"]], batch_size=batch_size, shuffle=True,

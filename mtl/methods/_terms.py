@@ -22,13 +22,12 @@ class RawLossesMixin:
         return super().backward(losses, *args, **kwargs)
 
 
-def loss_terms(method: LossWeighting, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_terms(method: LossWeighting, losses: torch.Tensor, batch_size=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The bookkeeping `Method.backward` does, then `method.task_terms` of the transformed losses."""
     if tuple(losses.shape) != (method.num_tasks,):
         raise ValueError(f"{method.name}: losses must have shape ({method.num_tasks},), got {tuple(losses.shape)}")
     raw = losses.detach()
     method.raw_losses = raw
-    method._loss_sum += raw.double().cpu()
-    method._loss_count += 1
+    method.record_losses(raw, batch_size)
     method.step_count += 1
     return method.task_terms(transform_losses(losses, method.loss_transform))

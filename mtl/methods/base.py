@@ -86,6 +86,10 @@ class Method(nn.Module):
     # or "last" (running values). `solver_failures` is the number of failed solves in one step.
     diagnostic_reductions: ClassVar[dict[str, str]] = {
         "solver_failures": "sum", "solver_inaccurate": "sum", "solver_failures_total": "last"}
+    # how `epoch_mean_losses` averages the steps of an epoch: "step" (plain mean of step losses,
+    # nash-mtl/IGB4MTL) or "batch" (weighted by the samples behind each loss, LibMTL
+    # `AbsLoss._average_loss`, which its train_loss_buffer holds)
+    epoch_loss_mean: ClassVar[str] = "step"
 
     def __init__(
         self,
@@ -113,8 +117,10 @@ class Method(nn.Module):
         self.epoch = 0
         self.step_count = 0
         self._loss_sum = torch.zeros(num_tasks, dtype=torch.float64)
+        self._loss_weight = torch.zeros(num_tasks, dtype=torch.float64)  # denominators of the epoch means
         self._loss_count = 0
         self._device = torch.device("cpu")  # where state tensors live; follows .to()/.cuda()
+        self.last_batch_size: int | Sequence[int] | None = None
 
     # ---- public API -------------------------------------------------------------------------
     def backward(
@@ -124,8 +130,10 @@ class Method(nn.Module):
         task_params: Sequence[torch.Tensor] = (),
         *,
         rep: Representation | None = None,
+        batch_size: int | Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        """Fill `.grad` (accumulating, like `.backward()`) and return diagnostics."""
+        """Fill `.grad` (accumulating, like `.backward()`) and return diagnostics. `batch_size`: the
+        samples behind the losses (one number, or one per task); None counts the step as 1."""
         expected = (self.num_tasks,) if self.batches_per_step == 1 else (self.batches_per_step, self.num_tasks)
         if tuple(losses.shape) != expected:
             raise ValueError(f"{self.name}: losses must have shape {expected}, got {tuple(losses.shape)}")
@@ -133,18 +141,30 @@ class Method(nn.Module):
             raise InvalidCombination(f"{self.name}: rep_grad=True needs `rep=Representation(...)` from the model")
         shared_params = [p for p in shared_params if p.requires_grad]
         task_params = [p for p in task_params if p.requires_grad]
+        self.record_losses(losses, batch_size)
+        self.step_count += 1
+        return self._backward(transform_losses(losses, self.loss_transform), shared_params, task_params, rep)
+
+    def record_losses(self, losses: torch.Tensor, batch_size: int | Sequence[int] | None = None) -> None:
+        """Add one step's raw losses to the epoch means (see `epoch_loss_mean`)."""
         raw = losses.detach()
         if self._loss_sum.device != raw.device:  # accumulate where the losses live: no per-step host sync
             self._loss_sum = self._loss_sum.to(raw.device)
-        self._loss_sum += (raw if raw.dim() == 1 else raw.mean(0)).double()
+            self._loss_weight = self._loss_weight.to(raw.device)
+        self.last_batch_size = batch_size
+        w: float | torch.Tensor = 1.0
+        if self.epoch_loss_mean == "batch" and batch_size is not None:
+            w = float(batch_size) if isinstance(batch_size, (int, float)) else \
+                torch.as_tensor(batch_size, dtype=torch.float64, device=raw.device)
+        self._loss_sum += w * (raw if raw.dim() == 1 else raw.mean(0)).double()
+        self._loss_weight += w
         self._loss_count += 1
-        self.step_count += 1
-        return self._backward(transform_losses(losses, self.loss_transform), shared_params, task_params, rep)
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the trainer before the first step of `epoch` (0-based)."""
         self.epoch = epoch
         self._loss_sum.zero_()
+        self._loss_weight.zero_()
         self._loss_count = 0
 
     def on_epoch_end(self, epoch: int) -> None:
@@ -164,14 +184,15 @@ class Method(nn.Module):
         return []
 
     def epoch_mean_losses(self) -> torch.Tensor:
-        """Mean raw training loss per task over the steps of the current epoch so far."""
+        """Mean raw training loss per task over the steps of the current epoch so far (plain or
+        batch-size weighted, see `epoch_loss_mean`)."""
         if self._loss_count == 0:
             raise RuntimeError(f"{self.name}: no training step seen in epoch {self.epoch}")
-        return (self._loss_sum / self._loss_count).float()
+        return (self._loss_sum / self._loss_weight).float()
 
     # ---- state ------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
-        state = {k: getattr(self, k) for k in ("epoch", "step_count", "_loss_sum", "_loss_count")}
+        state = {k: getattr(self, k) for k in ("epoch", "step_count", "_loss_sum", "_loss_weight", "_loss_count")}
         state.update({k: getattr(self, k) for k in self._state_attrs})
         state["engine_backward_passes"] = self.engine.backward_passes
         state["engine_chosen"] = self.engine.chosen
@@ -193,7 +214,7 @@ class Method(nn.Module):
         tensors of the extra state (EMA buffers, accumulators, loss histories)."""
         super()._apply(fn, recurse)
         self._device = fn(torch.empty(0, device=self._device)).device
-        for k in ("_loss_sum", *self._state_attrs):
+        for k in ("_loss_sum", "_loss_weight", *self._state_attrs):
             value = getattr(self, k, None)
             if value is not None:
                 setattr(self, k, _map_tensors(value, fn))

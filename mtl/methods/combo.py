@@ -2,8 +2,13 @@
 
 The loss method's per-task terms (e.g. IGBv1's w_t log L_t) are handed to the gradient method as
 if they were the task losses (IGB + PCGrad runs PCGrad on the gradients of w_t log L_t). The loss
-method's own learnable parameters (UW's s, IMTL-L's scales) get the gradient of the sum of the terms,
-as a plain backward would give them, whatever the gradient method does with the network.
+method's own learnable parameters (UW's s, IMTL-L's scales) get the gradient of Σ_t α_t term_t, the
+objective the gradient method backpropagates in IGB4MTL (`loss.backward()` of its weighted loss):
+α = the gradient method's `objective_weights(info)` if it defines one (MGDA: T·sol, as nash-mtl),
+else its reported `weights` (Nash-MTL, IMTL-G, ...), else 1 (methods that return a direction:
+IGB4MTL's CAGrad backpropagates every term unweighted). Known deviation: IGB4MTL's PCGrad fills
+only the network's gradients, so there the loss method's parameters are never trained; here they
+get Σ_t term_t.
 
     method=combo method.loss.name=igbv1 method.grad.name=nash_mtl
 """
@@ -64,21 +69,36 @@ class Combined(Method):
         self.wants_post_step_losses = self.loss_method.wants_post_step_losses
 
     def _backward(self, losses, shared_params, task_params, rep):
-        terms, w = loss_terms(self.loss_method, losses)
+        terms, w = loss_terms(self.loss_method, losses, self.last_batch_size)
         own = [p for p in self.loss_method.trainable_parameters() if p.requires_grad]
-        if own:  # the loss method's parameters: gradient of sum(terms), independent of the grad method
-            own_grads = torch.autograd.grad(terms.sum(), own, retain_graph=True, allow_unused=True)
-            before = [None if p.grad is None else p.grad.clone() for p in own]
-        info = self.grad_method.backward(terms, shared_params, task_params, rep=rep)
         if own:
-            for p, g, b in zip(own, own_grads, before):
-                g = torch.zeros_like(p) if g is None else g
+            # d term_t / d own for every t, taken now: α is known only after the gradient method ran,
+            # and its last backward may free the graph
+            jac = [torch.autograd.grad(terms[t], own, retain_graph=True, allow_unused=True)
+                   for t in range(self.num_tasks)]
+            before = [None if p.grad is None else p.grad.clone() for p in own]
+        info = self.grad_method.backward(terms, shared_params, task_params, rep=rep, batch_size=self.last_batch_size)
+        if own:
+            alpha = self._objective_weights(info, terms)
+            for k, (p, b) in enumerate(zip(own, before)):
+                g = torch.zeros_like(p)
+                for t in range(self.num_tasks):
+                    if jac[t][k] is not None:
+                        g = g + alpha[t] * jac[t][k]
                 p.grad = g if b is None else b + g
         out = {f"grad/{k}": v for k, v in info.items()}
         out["loss_weights"] = w.detach()
         if "weights" in info:
             out["weights"] = info["weights"]
         return out
+
+    def _objective_weights(self, info: dict[str, Any], terms: torch.Tensor) -> torch.Tensor:
+        """α of Σ_t α_t term_t, the gradient method's weighted objective (see the module docstring)."""
+        fn = getattr(self.grad_method, "objective_weights", None)
+        alpha = fn(info) if fn is not None else info.get("weights")
+        if alpha is None:
+            return torch.ones_like(terms.detach())
+        return torch.as_tensor(alpha).detach().to(terms.device, terms.dtype)
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)

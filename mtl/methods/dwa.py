@@ -1,7 +1,8 @@
 """DWA (dynamic weight average), epoch-level as in LibMTL weighting/DWA.py and MTAN.
 
 From epoch 2 (0-based): w = T * softmax((Lbar_{e-1} / Lbar_{e-2}) / temperature), where Lbar_e is
-the mean raw training loss of epoch e (recorded at `on_epoch_end`); before that all weights are 1.
+the mean raw training loss of epoch e weighted by batch size (LibMTL
+`AbsLoss._average_loss`; recorded at `on_epoch_end`); before that all weights are 1.
 nash-mtl/IGB use an iteration-window variant instead; it is not reproduced here.
 """
 import torch
@@ -14,6 +15,7 @@ from mtl.methods.registry import register
 class DWA(LossWeighting):
     name = "dwa"
     _state_attrs = ("loss_history",)
+    epoch_loss_mean = "batch"  # LibMTL train_loss_buffer: batch-size weighted epoch means
 
     def __init__(self, num_tasks: int, *, temperature: float = 2.0, **kw):
         super().__init__(num_tasks, **kw)

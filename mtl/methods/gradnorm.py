@@ -5,7 +5,7 @@ Epoch 0 is equal weighting (sum of losses). Afterwards the weights are w = T * s
 sum_t |‖w_t g_t‖ − mean_s ‖w_s g_s‖ · r_t^α| (target detached) is backpropagated into p only;
 the trainer's optimizer updates p (`trainable_parameters`), as LibMTL's main optimizer does.
 r_t = (L_t / L_t(0)) / mean_s(L_s / L_s(0)), with L(0) = the mean raw training loss of epoch 0
-(LibMTL's train_loss_buffer[:, 0]) and L_t the current raw mini-batch loss. Heads get the plain
+(LibMTL's train_loss_buffer[:, 0]: weighted by batch size) and L_t the current raw mini-batch loss. Heads get the plain
 gradient of their own loss (LibMTL mode='backward').
 
 Deviation: in rep-grad mode LibMTL's epoch-0 `loss.backward()` stops at the detached
@@ -40,6 +40,7 @@ class GradNorm(GradientMethod):
     name = "gradnorm"
     supports_rep_grad = True
     _state_attrs = ("initial_losses",)
+    epoch_loss_mean = "batch"  # L(0) = LibMTL train_loss_buffer[:, 0], a batch-size weighted mean
 
     def __init__(self, num_tasks: int, *, alpha: float = 1.5, **kwargs):
         super().__init__(num_tasks, **kwargs)
@@ -58,9 +59,9 @@ class GradNorm(GradientMethod):
         if epoch == 0:
             self.initial_losses = self.epoch_mean_losses().clone()
 
-    def backward(self, losses, shared_params, task_params=(), *, rep=None):
+    def backward(self, losses, shared_params, task_params=(), *, rep=None, batch_size=None):
         self._raw = losses.detach()
-        return super().backward(losses, shared_params, task_params, rep=rep)
+        return super().backward(losses, shared_params, task_params, rep=rep, batch_size=batch_size)
 
     def _backward(self, losses, shared_params, task_params, rep):
         if self.initial_losses is None:

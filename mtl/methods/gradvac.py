@@ -3,10 +3,14 @@
 For each task i and each other task j (random order), per parameter group k:
   ρ = pc_i·g_j / (‖pc_i‖‖g_j‖ + 1e-8)   (pc_i: task i's gradient modified so far, g_j: ORIGINAL)
   if ρ < ρ̄_ijk:  pc_i += g_j · ‖pc_i‖(ρ̄√(1−ρ²) − ρ√(1−ρ̄²)) / (‖g_j‖√(1−ρ̄²) + 1e-8)
-                  ρ̄_ijk ← (1−β) ρ̄_ijk + β ρ
-The shared update is sum_i pc_i. ρ̄ starts at 0 (so the first step is PCGrad). The EMA update
-sits inside the `if` branch as in LibMTL's current code (the paper updates ρ̄ on every pair);
-ρ̄ is created once at the first step. Not available with rep-grad (LibMTL raises).
+  ρ̄_ijk ← (1−β) ρ̄_ijk + β ρ
+The shared update is sum_i pc_i. ρ̄ starts at 0 (so the first step is PCGrad) and is created
+once at the first step. Not available with rep-grad (LibMTL raises).
+
+EMA placement (`ema_update`): "all" (default) updates ρ̄ for every pair, as the GradVac paper's
+algorithm and LibMTL since commit d2d84fa ("fix a bug in GradVac", 2024-02-15) do;
+"conflicting" updates it only inside the `if ρ < ρ̄` branch, as LibMTL did before that commit.
+The DB-MTL tables (arXiv 2308.12029, 2023) may have been produced with the pre-fix code.
 
 Groups (`group_type`): 0 whole model; 2 one group per shared parameter tensor; 1 one group per
 layer. LibMTL's layers are the encoder's leaf modules; the method sees only the parameter
@@ -51,10 +55,17 @@ def group_sizes(shapes: Sequence[torch.Size], group_type: int, layers: Sequence[
     raise ValueError(f"GradVac group_type must be 0 (whole model), 1 (per layer) or 2 (per tensor), got {group_type}")
 
 
+EMA_UPDATES = ("all", "conflicting")
+
+
 def gradvac(G: torch.Tensor, rho: torch.Tensor, sizes: Sequence[int], beta: float,
-            orders: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+            orders: Sequence[Sequence[int]] | None = None, ema_update: str = "all"
+            ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One GradVac step. G [T, D]; rho [T, T, K] EMA targets (updated in place and returned).
-    Returns (direction [D], rho, number of adjustments). orders[i]: visiting order of j != i."""
+    Returns (direction [D], rho, number of adjustments). orders[i]: visiting order of j != i.
+    ema_update: "all" pairs (paper, current LibMTL) or only "conflicting" ones (LibMTL before d2d84fa)."""
+    if ema_update not in EMA_UPDATES:
+        raise ValueError(f"GradVac ema_update {ema_update!r} unknown; choose one of {EMA_UPDATES}")
     T, D = G.shape
     if sum(sizes) != D:
         raise ValueError(f"GradVac groups cover {sum(sizes)} entries, the gradient has {D}")
@@ -76,16 +87,16 @@ def gradvac(G: torch.Tensor, rho: torch.Tensor, sizes: Sequence[int], beta: floa
         for j in order:
             pnorm = seg(pc[i] * pc[i]).sqrt()
             r = seg(pc[i] * G[j]) / (pnorm * gnorm[j] + 1e-8)
-            target = rho[i, j]
+            target = rho[i, j].clone()
             hit = r < target
-            if not bool(hit.any()):
-                continue
-            w = pnorm * (target * (1 - r ** 2).sqrt() - r * (1 - target ** 2).sqrt()) / (
-                gnorm[j] * (1 - target ** 2).sqrt() + 1e-8)
-            w = torch.where(hit, w, torch.zeros_like(w))
-            pc[i] += G[j] * w[gid]
-            rho[i, j] = torch.where(hit, (1 - beta) * target + beta * r, target)
-            count += int(hit.sum())
+            if bool(hit.any()):
+                w = pnorm * (target * (1 - r ** 2).sqrt() - r * (1 - target ** 2).sqrt()) / (
+                    gnorm[j] * (1 - target ** 2).sqrt() + 1e-8)
+                w = torch.where(hit, w, torch.zeros_like(w))
+                pc[i] += G[j] * w[gid]
+                count += int(hit.sum())
+            ema = (1 - beta) * target + beta * r  # r: the similarity before this pair's adjustment
+            rho[i, j] = ema if ema_update == "all" else torch.where(hit, ema, target)
     return pc.sum(0), rho, count
 
 
@@ -94,10 +105,14 @@ class GradVac(GradientMethod):
     name = "gradvac"
     _state_attrs = ("rho", "layers")
 
-    def __init__(self, num_tasks: int, *, beta: float = 0.5, group_type: int = 0, **kwargs):
+    def __init__(self, num_tasks: int, *, beta: float = 0.5, group_type: int = 0, ema_update: str = "all",
+                 **kwargs):
         super().__init__(num_tasks, **kwargs)
         if group_type not in (0, 1, 2):
             raise ValueError(f"GradVac group_type must be 0, 1 or 2, got {group_type}")
+        if ema_update not in EMA_UPDATES:
+            raise ValueError(f"GradVac ema_update {ema_update!r} unknown; choose one of {EMA_UPDATES}")
+        self.ema_update = ema_update
         self.beta = beta
         self.group_type = group_type
         self.rho: torch.Tensor | None = None
@@ -118,5 +133,6 @@ class GradVac(GradientMethod):
             self.rho = torch.zeros(self.num_tasks, self.num_tasks, len(sizes), dtype=G.dtype, device=G.device)
         elif self.rho.shape[-1] != len(sizes):
             raise ValueError(f"gradvac: {len(sizes)} parameter groups now, {self.rho.shape[-1]} at the first step")
-        direction, self.rho, count = gradvac(G, self.rho.to(G.device), sizes, self.beta)
+        direction, self.rho, count = gradvac(G, self.rho.to(G.device), sizes, self.beta,
+                                              ema_update=self.ema_update)
         return Aggregate(direction=direction, info={"adjustments": count})

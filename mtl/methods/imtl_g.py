@@ -6,7 +6,9 @@ With g_t the task gradients and u_t = g_t/‖g_t‖: D = g_1 − g_{2..T}, U = u
 gradient part). Solved with `torch.linalg.solve` in float64; when D Uᵀ is singular (two
 parallel task gradients, or T > D) the pseudo-inverse is used and the step is counted in the
 diagnostics as `solver_failures` (LibMTL's `torch.inverse` raises there; nash-mtl adds 1e-8 I).
-Heads get the plain gradient of their own loss (LibMTL mode='backward').
+Heads (`head_grads`): "plain" gives each head the plain gradient of its own loss (LibMTL
+mode='backward', protocol A); "weighted" gives α_t ∇L_t, as nash-mtl/IGB4MTL, which backpropagate
+Σ α_t L_t (protocol B).
 """
 from __future__ import annotations
 
@@ -39,10 +41,19 @@ def imtl_g_weights(G: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return alpha.to(G.dtype), singular
 
 
+HEAD_GRADS = ("plain", "weighted")
+
+
 @register
 class IMTLG(GradientMethod):
     name = "imtl_g"
     supports_rep_grad = True
+
+    def __init__(self, num_tasks: int, *, head_grads: str = "plain", **kwargs):
+        super().__init__(num_tasks, **kwargs)
+        if head_grads not in HEAD_GRADS:
+            raise ValueError(f"imtl_g: head_grads {head_grads!r} unknown; choose one of {HEAD_GRADS}")
+        self.head_grads = head_grads  # read by GradientMethod._assign_heads (weights: α)
 
     def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:
         alpha, singular = imtl_g_weights(G)

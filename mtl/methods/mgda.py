@@ -5,6 +5,10 @@ Follows LibMTL `weighting/MGDA.py` (a port of the authors' `MinNormSolver`): bes
 search, MAX_ITER 250, stop when the L1 change of the weights < 1e-5. The 2-task closed form keeps
 LibMTL's clamp (0.999 / 0.001 instead of 1 / 0 when one gradient dominates the other).
 
+Precision (`solver_dtype`): "float64" (default) runs the min-norm search in double precision;
+"float32" runs it in single precision as LibMTL does (its solver works on the float32 gradients).
+The weights differ by ~1e-4 after a few training steps.
+
 Non-convergence: LibMTL returns None after MAX_ITER and then crashes in the next einsum. Here
 the last iterate (a valid convex combination, not the exact min-norm point) is used and the step
 is reported as a counted failure: diagnostics carry `solver_failures` (1 for that step, summed per
@@ -14,6 +18,11 @@ Gradient normalisation `mgda_gn` (none | l2 | loss | loss+) divides g_t by 1, ||
 L_t ||g_t|| before solving. As in LibMTL, in param-grad mode the update is sum_t sol_t g_t / gn_t
 (the normalised gradients), whereas in rep-grad mode the weights `sol` multiply the raw
 representation gradients. Weights sum to 1 (LibMTL; nash-mtl's version multiplies by T).
+
+Heads (`head_grads`): "plain" gives each head the plain gradient of its own loss (LibMTL
+mode='backward', protocol A); "weighted" gives T·sol_t ∇L_t, as nash-mtl/IGB4MTL, which
+backpropagate Σ T·sol_t L_t (protocol B). The shared update stays LibMTL's in both modes (nash-mtl's
+is T·Σ sol_t g_t with raw g_t: T times larger, and not divided by the normalisers).
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mtl.engine import accumulate_grads
 from mtl.errors import SolverError
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods.registry import register
@@ -28,6 +38,8 @@ from mtl.methods.registry import register
 MAX_ITER = 250
 STOP_CRIT = 1e-5
 NORMALISERS = ("none", "l2", "loss", "loss+")
+HEAD_GRADS = ("plain", "weighted")
+SOLVER_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass
@@ -75,27 +87,32 @@ def _next_point(cur: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return _projection_to_simplex(proj * t + cur)
 
 
-def find_min_norm_element(gram: torch.Tensor, max_iter: int = MAX_ITER, stop_crit: float = STOP_CRIT) -> MinNormResult:
-    """Weights w on the simplex minimising w^T gram w (gram = G G^T, [T, T])."""
-    M = gram.detach().double().cpu()
+def _quad(a: torch.Tensor, M: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a^T M b summed elementwise over the outer product, LibMTL's order of operations."""
+    return (a.unsqueeze(1) * b.unsqueeze(0) * M).sum()
+
+
+def find_min_norm_element(gram: torch.Tensor, max_iter: int = MAX_ITER, stop_crit: float = STOP_CRIT,
+                          dtype: torch.dtype = torch.float64) -> MinNormResult:
+    """Weights w on the simplex minimising w^T gram w (gram = G G^T, [T, T]). Every quantity of the
+    search is a tensor of `dtype` (float32: LibMTL's precision, it runs on the gradients' dtype)."""
+    M = gram.detach().cpu().to(dtype)
     n = M.shape[0]
     if n == 1:
-        return MinNormResult(torch.ones(1, dtype=torch.float64), True, 0)
+        return MinNormResult(torch.ones(1, dtype=dtype), True, 0)
     best = None
     for i in range(n):
         for j in range(i + 1, n):
-            c, d = _min_norm_from2(M[i, i].item(), M[i, j].item(), M[j, j].item())
+            c, d = _min_norm_from2(M[i, i], M[i, j], M[j, j])
             if best is None or d < best[3]:
                 best = (i, j, c, d)
-    sol = torch.zeros(n, dtype=torch.float64)
-    sol[best[0]], sol[best[1]] = best[2], 1.0 - best[2]
+    sol = torch.zeros(n, dtype=dtype)
+    sol[best[0]], sol[best[1]] = best[2], 1 - best[2]
     if n < 3:
         return MinNormResult(sol, True, 0)
     for it in range(1, max_iter + 1):
-        new_point = _next_point(sol, -(M @ sol))
-        v11 = (sol @ M @ sol).item()
-        v12 = (sol @ M @ new_point).item()
-        v22 = (new_point @ M @ new_point).item()
+        new_point = _next_point(sol, -1.0 * (M @ sol))
+        v11, v12, v22 = _quad(sol, M, sol), _quad(sol, M, new_point), _quad(new_point, M, new_point)
         nc, _ = _min_norm_from2(v11, v12, v22)
         new_sol = nc * sol + (1 - nc) * new_point
         if (new_sol - sol).abs().sum() < stop_crit:
@@ -125,8 +142,15 @@ class MGDA(GradientMethod):
     _state_attrs = ("solver_failures_total",)
 
     def __init__(self, num_tasks: int, *, mgda_gn: str = "none", max_iter: int = MAX_ITER,
-                 on_solver_error: str = "count", **kwargs):
+                 on_solver_error: str = "count", head_grads: str = "plain", solver_dtype: str = "float64",
+                 **kwargs):
         super().__init__(num_tasks, **kwargs)
+        if solver_dtype not in SOLVER_DTYPES:
+            raise ValueError(f"{self.name}: solver_dtype {solver_dtype!r} unknown; choose one of {sorted(SOLVER_DTYPES)}")
+        self.solver_dtype = solver_dtype
+        if head_grads not in HEAD_GRADS:
+            raise ValueError(f"{self.name}: head_grads {head_grads!r} unknown; choose one of {HEAD_GRADS}")
+        self.head_grads = head_grads
         if mgda_gn not in NORMALISERS:
             raise ValueError(f"mgda_gn {mgda_gn!r} unknown; choose one of {NORMALISERS}")
         if on_solver_error not in ("count", "raise"):
@@ -139,7 +163,7 @@ class MGDA(GradientMethod):
     def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:
         gn = gradient_normalisers(G, losses, self.mgda_gn)
         Gn = G / gn.unsqueeze(1)
-        res = find_min_norm_element(Gn @ Gn.T, max_iter=self.max_iter)
+        res = find_min_norm_element(Gn @ Gn.T, max_iter=self.max_iter, dtype=SOLVER_DTYPES[self.solver_dtype])
         if not res.converged:
             self.solver_failures_total += 1
             if self.on_solver_error == "raise":
@@ -149,6 +173,16 @@ class MGDA(GradientMethod):
         weights = sol if self.rep_grad else sol / gn
         return Aggregate(weights=weights, info={"min_norm_weights": sol, "solver_failures": int(not res.converged),
                                                 "solver_iterations": res.iterations})
+
+    def objective_weights(self, info: dict) -> torch.Tensor:
+        """Weights of the loss nash-mtl/IGB4MTL backpropagate after MGDA: T·sol (used by `combo`)."""
+        return self.num_tasks * info["min_norm_weights"]
+
+    def _assign_heads(self, task_params, grads, agg: Aggregate) -> None:
+        if self.head_grads == "weighted":  # nash-mtl: the loss weights are T * sol
+            accumulate_grads(task_params, grads.task_param_grads(self.num_tasks * agg.info["min_norm_weights"]))
+        else:
+            super()._assign_heads(task_params, grads, agg)
 
 
 @register

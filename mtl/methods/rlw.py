@@ -1,7 +1,8 @@
 """RLW (random loss weighting): weights softmax(z), z ~ N(0, I) redrawn every step.
 
-LibMTL (weighting/RLW.py, dist='Normal') uses softmax (weights sum to 1); nash-mtl/IGB4MTL use
-K * softmax (weights sum to K): `scale_by_num_tasks=true`. The draw uses torch's global CPU
+LibMTL (weighting/RLW.py, dist='Normal') and nash-mtl (methods/weight_methods.py RLW) use plain
+softmax (weights sum to 1); IGB4MTL (methods/loss_weight_methods.py RLW) uses K * softmax (weights
+sum to K): `scale_by_num_tasks=true`. The draw uses torch's global CPU
 generator, so runs are reproducible under the run seed.
 """
 import torch
