@@ -21,12 +21,12 @@ def _int(cfg: DictConfig, key: str, minimum: int, *, optional: bool = False) -> 
         raise InvalidValue(f"{key}={value!r}: must be an integer >= {minimum}{more}")
 
 
-def _positive(cfg: DictConfig, key: str) -> None:
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidValue(f"{key}={value!r}: must be a positive number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if allow_zero else value > 0):
+        raise InvalidValue(f"{key}={value!r}: must be a {'non-negative' if allow_zero else 'positive'} number")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -45,7 +45,8 @@ def validate(cfg: DictConfig) -> None:
             if rule not in RULES:
                 raise InvalidValue(f"benchmark.protocol.{key}={rule!r}: unknown selection rule; "
                                    f"choose one of {', '.join(RULES)}")
-    for key in ("benchmark.protocol.optimizer.lr", "benchmark.build.batch_size",
+    _positive(cfg, "benchmark.protocol.optimizer.lr", allow_zero=True)  # lr=0: a frozen model (tests)
+    for key in ("benchmark.build.batch_size",
                 "benchmark.build.eval_batch_size", "benchmark.build.train_batch_size",
                 "benchmark.build.test_batch_size"):
         _positive(cfg, key)

@@ -71,7 +71,7 @@ CASES = [
     Case("selection-typo", ["benchmark.protocol.selection=best_vall"], ["best_vall", "best_val, best_test, last10"]),
     Case("report-typo", ["benchmark.protocol.report=[last11]"], ["last11"]),
     Case("grad-engine", ["grad_engine=bogus"], ["grad_engine='bogus'", "loop, batched, auto"]),
-    Case("lr-negative", ["benchmark.protocol.optimizer.lr=-0.1"], ["benchmark.protocol.optimizer.lr=-0.1", "positive"]),
+    Case("lr-negative", ["benchmark.protocol.optimizer.lr=-0.1"], ["benchmark.protocol.optimizer.lr=-0.1", "non-negative"]),
     Case("batch-size-zero", ["benchmark.build.batch_size=0"], ["benchmark.build.batch_size=0"]),
     Case("threads-zero", ["threads=0"], ["threads=0"]),
     Case("device-cuda-no-gpu", ["device=cuda"], ["device=cuda", "no usable CUDA GPU", "device=cpu"]),
