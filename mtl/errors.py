@@ -19,3 +19,35 @@ class NonFiniteLoss(MTLError):
 
 class DatasetNotFound(MTLError):
     """A benchmark's data is missing on disk."""
+
+
+class InvalidValue(MTLError, ValueError):
+    """A value the user gave (config key, keyword argument, file content) is wrong.
+
+    The message is one line: `<where>: <what>; <how to fix>`, e.g.
+    `method.beta: db_mtl takes beta as a number in [0, 1), got 1.5; set method.beta=0.9 (its default) ...`.
+    Also a ValueError, so callers that catch ValueError keep working.
+    """
+
+    def __init__(self, where: str, what: str, fix: str):
+        super().__init__(f"{where}: {what}; {fix}")
+        self.where, self.what, self.fix = where, what, fix
+
+    def __str__(self):  # the plain message, also for subclasses that are KeyErrors (no quoting)
+        return f"{self.where}: {self.what}; {self.fix}"
+
+    def __reduce__(self):  # picklable across launcher processes despite the 3-argument constructor
+        return type(self), (self.where, self.what, self.fix)
+
+
+class UnknownName(InvalidValue, KeyError):
+    """A name (method, benchmark, ...) that is not registered; the message lists the valid ones."""
+
+
+class InvalidLoss(InvalidValue):
+    """Task losses a method cannot use: not a tensor of one loss per task, or negative under a log."""
+
+
+class MissingEpochStatistics(MTLError, RuntimeError):
+    """An epoch-level method (DWA, IGB, GradNorm, STCH) lacks an epoch's mean training losses: the
+    epoch had no training step, or a custom loop skipped `on_epoch_start`/`on_epoch_end`."""
