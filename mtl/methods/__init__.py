@@ -40,10 +40,11 @@ def get_class(name: str) -> type[Method]:
         raise UnknownName("method", f"unknown method {name!r}", f"choose one of {', '.join(available())}") from None
 
 
-def check(name: str, num_tasks: int, **hparams) -> type[Method]:
+def check(name: str, num_tasks: int | None, **hparams) -> type[Method]:
     """Validate `create(name, num_tasks, **hparams)` without building anything: raises `InvalidValue`
     (unknown key, wrong type, out of range, unknown choice, too few tasks) naming the key, the value
-    and what the method accepts. Returns the method class."""
+    and what the method accepts. `num_tasks=None` (not known yet, e.g. before the benchmark is
+    built) skips the checks that depend on it. Returns the method class."""
     cls = get_class(name)
     check_hparams(cls, num_tasks, hparams)
     return cls

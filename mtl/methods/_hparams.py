@@ -23,7 +23,10 @@ _INTERNAL = {"engine"}  # set by the trainer from `grad_engine`, not a method.* 
 
 
 class Spec:
-    """What one hyperparameter accepts. `problem` returns None when `value` is fine."""
+    """What one hyperparameter accepts. `problem` returns None when `value` is fine; `hint`, when
+    set, replaces the generic "e.g. <default>" advice."""
+
+    hint: str | None = None
 
     def describe(self, num_tasks: int) -> str:
         raise NotImplementedError
@@ -80,10 +83,11 @@ class TaskIndex(Spec):
     """The index of one of the benchmark's tasks, 0 .. num_tasks - 1."""
 
     def describe(self, num_tasks):
-        return f"a task index from 0 to {num_tasks - 1} ({num_tasks} tasks)"
+        return "a task index >= 0" if num_tasks is None else f"a task index from 0 to {num_tasks - 1} ({num_tasks} tasks)"
 
-    def ok(self, value, num_tasks):
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < num_tasks
+    def ok(self, value, num_tasks):  # num_tasks None: not known yet, only the lower bound is checked
+        return (isinstance(value, int) and not isinstance(value, bool) and 0 <= value
+                and (num_tasks is None or value < num_tasks))
 
 
 class Bool(Spec):
@@ -103,8 +107,8 @@ class Str(Spec):
 
 
 class Choice(Spec):
-    def __init__(self, *options):
-        self.options = options
+    def __init__(self, *options, hint: str | None = None):
+        self.options, self.hint = options, hint
 
     def describe(self, num_tasks):
         return "one of " + ", ".join(str(o) for o in self.options)
@@ -163,7 +167,7 @@ class ListOf(Spec):
     def ok(self, value, num_tasks):
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
             return False
-        n = self._n(num_tasks)
+        n = self._n(num_tasks)  # None for a per-task list while num_tasks is unknown: any length
         if (n is not None and len(value) != n) or len(value) == 0:
             return False
         return all(self.item.ok(v, num_tasks) for v in value)
@@ -237,6 +241,8 @@ def _fmt(value: Any) -> str:
 
 
 def check_num_tasks(cls: type, num_tasks: Any) -> None:
+    if num_tasks is None:  # a check before the benchmark is built: per-task checks wait for create()
+        return
     name = cls.name
     least = getattr(cls, "min_tasks", 1)
     if not isinstance(num_tasks, int) or isinstance(num_tasks, bool):
@@ -250,10 +256,11 @@ def check_num_tasks(cls: type, num_tasks: Any) -> None:
                            if least > 1 else "pass num_tasks >= 1")
 
 
-def check_hparams(cls: type, num_tasks: int, hparams: Mapping[str, Any], prefix: str = "method.") -> None:
+def check_hparams(cls: type, num_tasks: int | None, hparams: Mapping[str, Any], prefix: str = "method.") -> None:
     """Raise `InvalidValue` naming the method, the key, the value and what it accepts, for the first
     unknown key or bad value of `cls(num_tasks, **hparams)`. `prefix` is how the user spells the
-    key (`method.` on the command line, `method.loss.` inside `combo`)."""
+    key (`method.` on the command line, `method.loss.` inside `combo`). `num_tasks=None` checks
+    everything that does not depend on the number of tasks (before the benchmark is built)."""
     from mtl.methods.registry import _REGISTRY
 
     check_num_tasks(cls, num_tasks)
@@ -274,7 +281,9 @@ def check_hparams(cls: type, num_tasks: int, hparams: Mapping[str, Any], prefix:
         problem = spec.problem(value, num_tasks)
         if problem is not None:
             d = default(cls, key)
-            if d is not _MISSING and not isinstance(d, Mapping) and spec.ok(d, num_tasks):
+            if spec.hint:
+                fix = spec.hint
+            elif d is not _MISSING and not isinstance(d, Mapping) and spec.ok(d, num_tasks):
                 fix = f"e.g. {where}={_fmt(d)} (the default)"
             else:
                 fix = f"set {where} to {spec.describe(num_tasks)}"

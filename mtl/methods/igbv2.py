@@ -26,9 +26,10 @@ from mtl.methods.registry import register
 @register
 class IGBv2(RawLossesMixin, LossWeighting):
     name = "igbv2"
-    hparams = {"base_epoch": Int(ge=0), "start_epoch": Int(ge=0), "update_after": Int(ge=0),
+    hparams = {"base_epoch": Int(ge=0), "start_epoch": Int(ge=0), "update_after": Int(ge=1),
                "update_every": Int(ge=1), "batch_size": Int(ge=1), "buffer_size": Int(ge=1), "lr": Real(gt=0),
-               "gamma": Real(ge=0, le=1), "tau": Real(ge=0, le=1), "hidden": ListOf(Int(ge=1)), "alpha": Real(ge=0),
+               "gamma": Real(ge=0, le=1), "tau": Real(ge=0, le=1), "hidden": ListOf(Int(ge=1)),
+               "alpha": Real(gt=0),  # SAC entropy weight (its log is taken)
                "reward_scale": Real(gt=0)}
     _state_attrs = ("base_losses", "slot", "reward_scale", "transitions")
 
