@@ -14,7 +14,7 @@ METHOD ?= db_mtl
 SEEDS ?= 0,1,2
 LAUNCHER ?= local
 
-.PHONY: install test test-slow demo train clean data-nyuv2 data-cityscapes data-office31 data-officehome
+.PHONY: install test test-slow demo train clean data-nyuv2 data-cityscapes data-qm9 data-office31 data-officehome
 
 $(PY):
 	python3 -m venv .venv
@@ -45,6 +45,9 @@ data-nyuv2: install
 
 data-cityscapes: install
 	$(PY) scripts/download_data.py cityscapes --root $${CITYSCAPES_ROOT:-data/cityscapes}
+
+data-qm9: install
+	$(PY) -c "from datasets.qm9 import QM9; QM9(force_reload=True)"
 
 data-office31: install
 	$(PY) scripts/download_data.py office31 --root $${OFFICE31_ROOT:-data/office31}

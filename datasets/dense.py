@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from mtl.errors import DatasetNotFound, MTLError
+from mtl.errors import DatasetDamaged, DatasetNotFound
 
 SPLITS = ("train", "val")
 SCALES = (1.0, 1.2, 1.5)  # LibMTL examples/nyu/create_dataset.py RandomScaleCrop
 
 
-class DatasetFormatError(MTLError):
-    """A data file exists but has the wrong shape, dtype or values; the message names the file."""
+class DatasetFormatError(DatasetDamaged):
+    """A data file exists but is unreadable or has the wrong shape, dtype or values; the message
+    names the file (and, for files read during training, how to restore it)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class DenseLayout:
             f"Expected layout <root>/{self.describe()}. Get the data with `{self.make_target}` "
             f"(= python scripts/download_data.py {self.name} --root {root})."
         )
+
+    def restore_hint(self, root: Path) -> str:
+        return (f"the file is damaged (e.g. an interrupted download or copy): restore the data set with "
+                f"`{self.make_target}` (= python scripts/download_data.py {self.name} --root {root}), "
+                f"then re-run; finished runs are kept and an interrupted one resumes")
 
     def folders(self, root: Path, split: str) -> dict[str, Path]:
         """The folder of each modality for `split`; raises DatasetNotFound naming what is missing."""
@@ -195,9 +201,13 @@ class DenseDataset(Dataset):
         path = self.dirs[key] / f"{i}.npy"
         try:
             arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise DatasetFormatError(f"{path}: not a readable .npy array ({err})") from err
-        _check(arr, path, self.layout.modalities[key], self.image_size, self.layout.num_classes)
+        except (OSError, ValueError, EOFError) as err:
+            raise DatasetFormatError(f"{path}: not a readable .npy array ({err}); "
+                                     f"{self.layout.restore_hint(self.root)}") from None
+        try:
+            _check(arr, path, self.layout.modalities[key], self.image_size, self.layout.num_classes)
+        except DatasetFormatError as err:
+            raise DatasetFormatError(f"{err}; {self.layout.restore_hint(self.root)}") from None
         return arr
 
     def __getitem__(self, i: int):

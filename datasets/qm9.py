@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
-from mtl.errors import DatasetNotFound
+from mtl.errors import DatasetDamaged, DatasetNotFound, InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -415,11 +415,30 @@ class QM9(InMemoryDataset):
                         "pre_filter": None if pre_filter is None else repr(pre_filter)},
         }
         self.key_hash = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
+        from_env = root is None and bool(os.environ.get("QM9_ROOT"))
         root = default_root() if root is None else Path(root)
+        for folder in (root, root / "processed"):
+            if folder.exists() and not folder.is_dir():
+                key = f"QM9_ROOT={root}" if from_env else f"benchmark.build.root={root}"
+                raise InvalidValue(key, f"{folder} is a file, but QM9 needs a folder for its cache "
+                                        f"(<root>/processed)",
+                                   "point it at a folder (it is created if missing) or unset it to use data/qm9")
         super().__init__(str(root), transform, pre_transform, pre_filter, force_reload=force_reload,
                          log=progress)
-        self.load(self.processed_paths[0])
-        self.build_info = json.loads(Path(self.processed_paths[1]).read_text())
+        self._load_cache()
+
+    def _load_cache(self) -> None:
+        """Load the processed files; a damaged one (truncated, random bytes, hand-edited) is an error
+        naming it, never silently rebuilt over or half-used."""
+        pt, info = (Path(p) for p in self.processed_paths)
+        try:
+            self.load(str(pt))
+            self.build_info = json.loads(info.read_text())
+        except Exception as err:  # torch/pickle/zip/json errors all mean an unreadable cache here
+            raise DatasetDamaged(
+                f"QM9 cache {pt} (or {info.name} beside it) cannot be read ({type(err).__name__}: {err}); delete both "
+                f"files (rm {pt} {info}) and re-run to rebuild it from qm9pack (`make data-qm9` rebuilds the "
+                f"full data set, ~1.5 min)") from None
 
     @property
     def raw_file_names(self) -> list[str]:
@@ -441,11 +460,17 @@ class QM9(InMemoryDataset):
                 items = [d for d in items if self.pre_filter(d)]
             if self.pre_transform is not None:
                 items = [self.pre_transform(d) for d in items]
-            self.save(items, self.processed_paths[0])
-        else:
-            torch.save((data.to_dict(), slices, Data), self.processed_paths[0])
+            data, slices = self.collate(items)
+        # written to a temporary name and renamed, the .json last: an interrupted build leaves no
+        # torn cache file behind (PyG reuses the processed files whenever both exist)
+        pt, info_path = (Path(p) for p in self.processed_paths)
+        tmp = pt.with_name(pt.name + ".tmp")
+        torch.save((data.to_dict(), slices, data.__class__), tmp)
+        os.replace(tmp, pt)
         info.update(key=self.key, build_seconds=round(time.perf_counter() - t0, 1))
-        Path(self.processed_paths[1]).write_text(json.dumps(info, indent=1))
+        tmp = info_path.with_name(info_path.name + ".tmp")
+        tmp.write_text(json.dumps(info, indent=1))
+        os.replace(tmp, info_path)
 
 
 def separate(data: Data, slices: dict, i: int) -> Data:

@@ -2,7 +2,28 @@
 
 
 class MTLError(Exception):
-    """Base class of the suite's own errors."""
+    """Base class of the suite's own errors.
+
+    A DataLoader worker re-raises an error in the main process as `type(err)(text)`, where the text
+    is "Caught <Name> in DataLoader worker process k." plus the worker's whole traceback; our errors
+    keep only their own one-line message from it (the traceback is noise for a damaged file)."""
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_unwrap_worker_message(args[0], type(self).__name__),)
+        super().__init__(*args)
+
+
+def _unwrap_worker_message(text: str, name: str) -> str:
+    """The original message out of torch's DataLoader-worker re-raise text (unchanged otherwise)."""
+    if not (text.startswith(f"Caught {name} in DataLoader worker") and "\nOriginal Traceback" in text):
+        return text
+    lines = [ln for ln in text.rstrip().splitlines() if ln.strip()]
+    for i in range(len(lines) - 1, -1, -1):  # the traceback ends with "<module>.<Name>: <message>"
+        head, sep, rest = lines[i].partition(": ")
+        if sep and head.split(".")[-1] == name:
+            return " ".join([rest, *lines[i + 1:]]).strip()
+    return text
 
 
 class InvalidCombination(MTLError):
@@ -51,3 +72,8 @@ class InvalidLoss(InvalidValue):
 class MissingEpochStatistics(MTLError, RuntimeError):
     """An epoch-level method (DWA, IGB, GradNorm, STCH) lacks an epoch's mean training losses: the
     epoch had no training step, or a custom loop skipped `on_epoch_start`/`on_epoch_end`."""
+
+
+class DatasetDamaged(MTLError):
+    """A data or cache file exists but cannot be read (truncated, random bytes); the message names
+    the file and how to restore it (re-download, re-extract, delete a cache)."""
