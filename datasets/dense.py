@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from mtl.errors import DatasetDamaged, DatasetNotFound
+from mtl.errors import DatasetDamaged, DatasetNotFound, brief
 
 SPLITS = ("train", "val")
 SCALES = (1.0, 1.2, 1.5)  # LibMTL examples/nyu/create_dataset.py RandomScaleCrop
@@ -202,7 +202,7 @@ class DenseDataset(Dataset):
         try:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
-            raise DatasetFormatError(f"{path}: not a readable .npy array ({err}); "
+            raise DatasetFormatError(f"{path}: not a readable .npy array ({brief(err)}); "
                                      f"{self.layout.restore_hint(self.root)}") from None
         try:
             _check(arr, path, self.layout.modalities[key], self.image_size, self.layout.num_classes)

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from mtl.errors import DatasetDamaged, DatasetNotFound
+from mtl.errors import DatasetDamaged, DatasetNotFound, brief
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SPLITS_DIR = Path(__file__).resolve().parent / "office_splits"
@@ -126,7 +126,7 @@ class OfficeDomain(Dataset):
         except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, unidentified or corrupt data
             domain = self.root / rel.split("/")[0]
             make = f"`make data-{self.dataset}`" if self.dataset else "the data set's download script"
-            raise DatasetDamaged(f"{path}: not a readable image ({type(err).__name__}: {err}); the file is damaged "
+            raise DatasetDamaged(f"{path}: not a readable image ({brief(err)}); the file is damaged "
                                  f"(e.g. an interrupted extraction): delete {domain} and run {make} to extract it "
                                  f"again from the archive in {self.root}, or replace the file from the archive; "
                                  f"finished runs are kept and an interrupted one resumes") from None

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
-from mtl.errors import DatasetDamaged, DatasetNotFound, InvalidValue
+from mtl.errors import DatasetDamaged, DatasetNotFound, InvalidValue, brief
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ class QM9(InMemoryDataset):
             self.build_info = json.loads(info.read_text())
         except Exception as err:  # torch/pickle/zip/json errors all mean an unreadable cache here
             raise DatasetDamaged(
-                f"QM9 cache {pt} (or {info.name} beside it) cannot be read ({type(err).__name__}: {err}); delete both "
+                f"QM9 cache {pt} (or {info.name} beside it) cannot be read ({brief(err)}); delete both "
                 f"files (rm {pt} {info}) and re-run to rebuild it from qm9pack (`make data-qm9` rebuilds the "
                 f"full data set, ~1.5 min)") from None
 

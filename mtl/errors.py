@@ -14,6 +14,16 @@ class MTLError(Exception):
         super().__init__(*args)
 
 
+def brief(err: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message` (at most `limit` characters): a library's multi-line error
+    quoted inside our one-line messages."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def _unwrap_worker_message(text: str, name: str) -> str:
     """The original message out of torch's DataLoader-worker re-raise text (unchanged otherwise)."""
     if not (text.startswith(f"Caught {name} in DataLoader worker") and "\nOriginal Traceback" in text):

@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from mtl.errors import brief
+
 # keys every reader of summary.json relies on; a file without them is treated as damaged
 SUMMARY_KEYS = ("seed", "metrics", "delta_p", "delta_m")
 
@@ -24,7 +26,7 @@ def read_summary(path: str | Path) -> dict[str, Any] | None:
             missing = [k for k in SUMMARY_KEYS if k not in s]
             problem = f"no {', '.join(missing)}" if missing else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        problem = f"{type(err).__name__}: {err}"
+        problem = brief(err)
     if problem is None:
         return s
     print(f"[mtl] warning: {path}: damaged summary ({problem}); skipped. Delete it and re-run that run "
