@@ -110,7 +110,8 @@ class DenseLayout:
         return int(n)
 
     def verify(self, root: Path, full: bool = True) -> dict[str, int]:
-        """Counts per split; with `full`, also the published split sizes and the first sample."""
+        """Counts per split; with `full`, also the published split sizes and every file (readable,
+        right shape and values), so a damaged download is caught here rather than mid-training."""
         root = Path(root)
         counts = {s: self.count(root, s) for s in SPLITS}
         if full:
@@ -119,7 +120,11 @@ class DenseLayout:
                     raise DatasetFormatError(f"{root / s}: {n} samples, the published {self.title} "
                                              f"split has {self.split_sizes[s]}")
             for s in SPLITS:
-                DenseDataset(self, root, s, image_size=self.image_size)[0]
+                ds = DenseDataset(self, root, s, image_size=self.image_size)
+                for i in range(len(ds)):
+                    for key in self.modalities:
+                        ds.load(key, i)
+                ds[0]  # the sizes of the modalities agree
         return counts
 
 

@@ -275,6 +275,16 @@ def npy_in_worker(tmp):
     list(DataLoader(ds, batch_size=1, num_workers=1))
 
 
+def verify_damaged_download(tmp):
+    """`download_data.py nyuv2 --verify-only` on a copy with one damaged file (not the first sample)."""
+    import dataclasses
+    from datasets import nyuv2
+
+    extra = damaged_nyuv2(tmp, workers=0)
+    layout = dataclasses.replace(nyuv2.LAYOUT, split_sizes={"train": 4, "val": 2}, image_size=(32, 64))
+    layout.verify(extra["bad"].parents[2], full=True)
+
+
 def random_bytes_npy(tmp):
     from datasets import nyuv2
     from datasets.dense import DenseDataset
@@ -377,6 +387,8 @@ API_CASES = [
     # damaged data files
     ApiCase("truncated-npy", read_npy_sample, DatasetDamaged, "2.npy: not a readable .npy array"),
     ApiCase("truncated-npy-worker", npy_in_worker, DatasetDamaged, "make data-nyuv2"),
+    ApiCase("verify-finds-damaged-file", verify_damaged_download, DatasetDamaged,
+            "train/depth/2.npy: not a readable .npy array"),
     ApiCase("random-bytes-npy", random_bytes_npy, DatasetDamaged, "1.npy: not a readable .npy array"),
     ApiCase("truncated-jpeg", damaged_jpeg, DatasetDamaged, "not a readable image"),
     ApiCase("random-bytes-jpeg", lambda tmp: damaged_jpeg(tmp, random_bytes=True), DatasetDamaged,

@@ -18,7 +18,7 @@ class RawLossesMixin:
     raw_losses: torch.Tensor | None = None
 
     def backward(self, losses, *args, **kwargs):
-        check_losses(self, losses)
+        check_losses(self, losses, values=False)  # the values are checked in Method.backward
         self.raw_losses = losses.detach()
         return super().backward(losses, *args, **kwargs)
 

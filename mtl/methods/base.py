@@ -39,11 +39,12 @@ def transform_losses(losses: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"loss_transform {kind!r} unknown; choose one of {TRANSFORMS}")
 
 
-def check_losses(method: "Method", losses) -> None:
+def check_losses(method: "Method", losses, *, values: bool = True) -> None:
     """Raise `InvalidLoss` unless `losses` is a tensor of one loss per task ([batches_per_step, T]
     for multi-batch methods) that the method's logarithms are defined on. A negative loss under
     log(L + 1e-8) gives a NaN value but a finite gradient of the wrong sign (1 / (L + 1e-8) < 0),
-    which gradient methods (DB-MTL) would follow silently."""
+    which gradient methods (DB-MTL) would follow silently. The sign check reads the values (one host
+    sync per step, only for methods that take logs); `values=False` checks type and shape only."""
     expected = (method.num_tasks,) if method.batches_per_step == 1 else (method.batches_per_step, method.num_tasks)
     how = "pass torch.stack([loss_0, loss_1, ...]) with one scalar loss per task"
     if not isinstance(losses, torch.Tensor):
@@ -53,7 +54,7 @@ def check_losses(method: "Method", losses) -> None:
         raise InvalidLoss(f"{method.name}.backward(losses)", f"losses must have shape {expected} "
                           f"({method.num_tasks} tasks), got {tuple(losses.shape)}", how)
     takes_log = method.loss_transform == "log" or method.logs_losses
-    if takes_log and bool((losses.detach() < 0).any()):
+    if values and takes_log and bool((losses.detach() < 0).any()):
         rows = losses.detach().reshape(-1, method.num_tasks)
         b, t = (rows < 0).nonzero()[0].tolist()
         fix = ("make the task loss non-negative (e.g. add a constant) or use a method without a log"
