@@ -10,20 +10,20 @@ import pandas as pd
 
 from mtl.errors import brief
 
-# keys every reader of summary.json relies on; a file without them is treated as damaged
-SUMMARY_KEYS = ("seed", "metrics", "delta_p", "delta_m")
+# keys the tables need (they recompute Δp/Δm from the metrics); other readers ask for more
+SUMMARY_KEYS = ("seed", "metrics")
 
 
-def read_summary(path: str | Path) -> dict[str, Any] | None:
+def read_summary(path: str | Path, required: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, Any] | None:
     """The parsed summary.json at `path`, or None (with one warning line on stderr naming the file
-    and what to do) when it is damaged: not JSON, not an object, or missing a required key. Table
+    and what to do) when it is damaged: not JSON, not an object, or missing a `required` key. Table
     and sweep readers skip such a run and go on with the others."""
     path = Path(path)
     try:
         s = json.loads(path.read_text())
         problem = None if isinstance(s, dict) else f"a JSON {type(s).__name__}, not an object"
         if problem is None:
-            missing = [k for k in SUMMARY_KEYS if k not in s]
+            missing = [k for k in required if k not in s]
             problem = f"no {', '.join(missing)}" if missing else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         problem = brief(err)
@@ -39,7 +39,7 @@ def load_summaries(root: str | Path, benchmark: str | None = None) -> pd.DataFra
     and one column per `task/metric` of the selected epoch. Damaged summaries are skipped with a warning."""
     rows = []
     for path in sorted(Path(root).glob("*/*/seed*/summary.json")):
-        s = read_summary(path)
+        s = read_summary(path, SUMMARY_KEYS + ("delta_p", "delta_m"))
         if s is None:
             continue
         bench = path.parents[2].name  # the config name (qm9_small), as in the run directory

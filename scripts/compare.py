@@ -67,7 +67,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-run", action="store_true")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides (e.g. method.beta=0.5 run.tag=_b05)")
     args = ap.parse_intermixed_args(argv)
-    for group, value in (("method", args.method), ("benchmark", args.bench)):
+    # --no-run ranks stored runs, whose folder need not be a method config (e.g. a tagged variant)
+    checks = [("benchmark", args.bench)] + ([] if args.no_run else [("method", args.method)])
+    for group, value in checks:
         known = config_names(group)
         if value not in known:  # Hydra would print its whole search path and a traceback instead
             print(f"error: {'--method' if group == 'method' else '--bench'} {value!r}: there is no "

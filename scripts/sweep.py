@@ -54,7 +54,7 @@ def collect(study: str, benchmark: str, points: list[str], seeds: list[int], ove
             run_dir = base / f"seed{s}"
             row = {"point": p, **params, "seed": s, "run_dir": str(run_dir)}
             summary = run_dir / "summary.json"
-            d = read_summary(summary) if summary.exists() else None
+            d = read_summary(summary, ("delta_p", "delta_m")) if summary.exists() else None
             if d is not None:
                 row.update(status="ok", delta_p=d["delta_p"], delta_m=d["delta_m"],
                            **{f"delta_p/{t}": v for t, v in d.get("delta_p_per_task", {}).items()})
