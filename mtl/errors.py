@@ -55,17 +55,18 @@ class DatasetNotFound(MTLError):
 class InvalidValue(MTLError, ValueError):
     """A value the user gave (config key, keyword argument, file content) is wrong.
 
-    The message is one line: `<where>: <what>; <how to fix>`, e.g.
-    `method.beta: db_mtl takes beta as a number in [0, 1), got 1.5; set method.beta=0.9 (its default) ...`.
-    Also a ValueError, so callers that catch ValueError keep working.
+    The message is one line, `<where>: <what>; <how to fix>`, e.g.
+    `method.beta: db_mtl needs a number in [0, 1), got 1.5; e.g. method.beta=0.9 (the default)`.
+    Also a ValueError, so callers that catch ValueError keep working. A single argument is taken as
+    the whole message (that is how a DataLoader worker re-raises it in the main process).
     """
 
-    def __init__(self, where: str, what: str, fix: str):
-        super().__init__(f"{where}: {what}; {fix}")
+    def __init__(self, where: str, what: str | None = None, fix: str | None = None):
+        super().__init__(where if what is None and fix is None else f"{where}: {what}; {fix}")
         self.where, self.what, self.fix = where, what, fix
 
     def __str__(self):  # the plain message, also for subclasses that are KeyErrors (no quoting)
-        return f"{self.where}: {self.what}; {self.fix}"
+        return str(self.args[0])
 
     def __reduce__(self):  # picklable across launcher processes despite the 3-argument constructor
         return type(self), (self.where, self.what, self.fix)

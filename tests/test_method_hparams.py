@@ -195,3 +195,18 @@ def test_check_before_the_number_of_tasks_is_known():
         methods.check("db_mtl", None, beta=1.5)
     with pytest.raises(InvalidValue, match="method.task: stl needs a task index from 0 to 2"):
         methods.check("stl", 3, task=7)
+
+
+def test_invalid_value_raised_in_a_dataloader_worker_stays_one_line():
+    from torch.utils.data import DataLoader, Dataset
+
+    class Bad(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise InvalidValue("benchmark.build.root=/x", "/x/0.npy is a folder", "point it at the data root")
+
+    with pytest.raises(InvalidValue) as err:
+        list(DataLoader(Bad(), num_workers=1))
+    assert str(err.value) == "benchmark.build.root=/x: /x/0.npy is a folder; point it at the data root"

@@ -114,9 +114,9 @@ class Method(nn.Module):
                                           "engine": Either(Choice(*MODES), Instance(GradientEngine))}
     # fewest tasks the method is defined for (e.g. 2 where it balances one task against others)
     min_tasks: ClassVar[int] = 1
+    min_tasks_reason: ClassVar[str] = ""
     # takes the log of the raw losses itself (STCH, FAMO, GLS's geometric mean), whatever loss_transform
     logs_losses: ClassVar[bool] = False
-    min_tasks_reason: ClassVar[str] = ""
 
     def __init__(
         self,
