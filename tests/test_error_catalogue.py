@@ -356,6 +356,8 @@ API_CASES = [
             "is not a loss-weighting method"),
     ApiCase("combo-part-bad-value", create("combo", loss={"name": "igbv1", "base_epoch": -1}), InvalidValue,
             "method.loss.base_epoch: igbv1 needs an integer >= 0, got -1"),
+    ApiCase("combo-part-rep-grad", create("combo", grad={"name": "mgda", "rep_grad": True}), InvalidValue,
+            "method.grad.rep_grad: combo sets rep_grad for its parts; set method.rep_grad on the combination instead"),
     ApiCase("nash-one-task", create("nash_mtl", num_tasks=1), InvalidValue,
             "num_tasks: nash_mtl needs at least 2 tasks, got num_tasks=1"),
     ApiCase("unknown-method", create("nosuch"), UnknownName, "method: unknown method 'nosuch'; choose one of"),

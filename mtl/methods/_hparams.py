@@ -177,8 +177,9 @@ class MethodPart(Spec):
     """A nested method given as a name or a mapping with `name` and its own hyperparameters
     (`combo`'s parts). Checked recursively by `check_hparams`."""
 
-    def __init__(self, *, loss_weighting: bool = False):
+    def __init__(self, *, loss_weighting: bool = False, set_by_parent: tuple[str, ...] = ("engine",)):
         self.loss_weighting = loss_weighting
+        self.set_by_parent = set_by_parent  # keys the combination passes to the part itself
 
     def describe(self, num_tasks):
         kind = "loss-weighting method" if self.loss_weighting else "method"
@@ -301,6 +302,11 @@ def check_hparams(cls: type, num_tasks: int | None, hparams: Mapping[str, Any], 
             if part_name not in candidates:
                 raise InvalidCombination(f"{name}: {where}.name={part_name} is not a loss-weighting method; "
                                          f"choose one of {', '.join(candidates)}")
+            for key in spec.set_by_parent:
+                if key in part_kw:
+                    raise InvalidValue(f"{where}.{key}", f"{name} sets {key} for its parts",
+                                       f"set method.{key} on the combination instead" if key != "engine"
+                                       else "set grad_engine instead")
             check_hparams(_REGISTRY[part_name], num_tasks, part_kw, prefix=f"{where}.")
 
 

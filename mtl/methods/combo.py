@@ -35,7 +35,7 @@ def _spec(cfg, role: str) -> tuple[str, dict[str, Any]]:
 @register
 class Combined(Method):
     name = "combo"
-    hparams = {"loss": MethodPart(loss_weighting=True), "grad": MethodPart(),
+    hparams = {"loss": MethodPart(loss_weighting=True), "grad": MethodPart(set_by_parent=("engine", "rep_grad")),
                "loss_transform": Choice("identity", hint="set the loss transform on the parts instead "
                                                          "(method.loss.loss_transform=log)")}
 
