@@ -278,7 +278,7 @@ def check_hparams(cls: type, num_tasks: int | None, hparams: Mapping[str, Any], 
                                f"{name} takes {', '.join(prefix + k for k in shown) or 'no hyperparameters'}")
         spec = declared.get(key)
         if spec is None:
-            continue  # undeclared keys are caught by the registry test, not at run time
+            continue  # a user's own method without `hparams`: its keys are still checked by name
         problem = spec.problem(value, num_tasks)
         if problem is not None:
             d = default(cls, key)
@@ -302,10 +302,10 @@ def check_hparams(cls: type, num_tasks: int | None, hparams: Mapping[str, Any], 
             if part_name not in candidates:
                 raise InvalidCombination(f"{name}: {where}.name={part_name} is not a loss-weighting method; "
                                          f"choose one of {', '.join(candidates)}")
-            for key in spec.set_by_parent:
-                if key in part_kw:
-                    raise InvalidValue(f"{where}.{key}", f"{name} sets {key} for its parts",
-                                       f"set method.{key} on the combination instead" if key != "engine"
+            for own in spec.set_by_parent:
+                if own in part_kw:
+                    raise InvalidValue(f"{where}.{own}", f"{name} sets {own} for its parts",
+                                       f"set method.{own} on the combination instead" if own != "engine"
                                        else "set grad_engine instead")
             check_hparams(_REGISTRY[part_name], num_tasks, part_kw, prefix=f"{where}.")
 
