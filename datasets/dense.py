@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from mtl.errors import DatasetNotFound, MTLError
+from mtl.errors import DatasetDamaged, DatasetNotFound, brief
 
 SPLITS = ("train", "val")
 SCALES = (1.0, 1.2, 1.5)  # LibMTL examples/nyu/create_dataset.py RandomScaleCrop
 
 
-class DatasetFormatError(MTLError):
-    """A data file exists but has the wrong shape, dtype or values; the message names the file."""
+class DatasetFormatError(DatasetDamaged):
+    """A data file exists but is unreadable or has the wrong shape, dtype or values; the message
+    names the file (and, for files read during training, how to restore it)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class DenseLayout:
             f"(= python scripts/download_data.py {self.name} --root {root})."
         )
 
+    def restore_hint(self, root: Path) -> str:
+        return (f"the file is damaged (e.g. an interrupted download or copy): restore the data set with "
+                f"`{self.make_target}` (= python scripts/download_data.py {self.name} --root {root}), "
+                f"then re-run; finished runs are kept and an interrupted one resumes")
+
     def folders(self, root: Path, split: str) -> dict[str, Path]:
         """The folder of each modality for `split`; raises DatasetNotFound naming what is missing."""
         split_dir = root / split
@@ -104,7 +110,8 @@ class DenseLayout:
         return int(n)
 
     def verify(self, root: Path, full: bool = True) -> dict[str, int]:
-        """Counts per split; with `full`, also the published split sizes and the first sample."""
+        """Counts per split; with `full`, also the published split sizes and every file (readable,
+        right shape and values), so a damaged download is caught here rather than mid-training."""
         root = Path(root)
         counts = {s: self.count(root, s) for s in SPLITS}
         if full:
@@ -113,7 +120,11 @@ class DenseLayout:
                     raise DatasetFormatError(f"{root / s}: {n} samples, the published {self.title} "
                                              f"split has {self.split_sizes[s]}")
             for s in SPLITS:
-                DenseDataset(self, root, s, image_size=self.image_size)[0]
+                ds = DenseDataset(self, root, s, image_size=self.image_size)
+                for i in range(len(ds)):
+                    for key in self.modalities:
+                        ds.load(key, i)
+                ds[0]  # the sizes of the modalities agree
         return counts
 
 
@@ -195,9 +206,13 @@ class DenseDataset(Dataset):
         path = self.dirs[key] / f"{i}.npy"
         try:
             arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise DatasetFormatError(f"{path}: not a readable .npy array ({err})") from err
-        _check(arr, path, self.layout.modalities[key], self.image_size, self.layout.num_classes)
+        except (OSError, ValueError, EOFError) as err:
+            raise DatasetFormatError(f"{path}: not a readable .npy array ({brief(err)}); "
+                                     f"{self.layout.restore_hint(self.root)}") from None
+        try:
+            _check(arr, path, self.layout.modalities[key], self.image_size, self.layout.num_classes)
+        except DatasetFormatError as err:
+            raise DatasetFormatError(f"{err}; {self.layout.restore_hint(self.root)}") from None
         return arr
 
     def __getitem__(self, i: int):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from mtl.errors import UnknownName
+
 # benchmark data name -> module in this package that defines write_fixture(root, ...)
 WRITERS = {
     "nyuv2": "datasets.nyuv2",
@@ -18,5 +20,5 @@ WRITERS = {
 def write_fixture(name: str, root: str | Path, **kw) -> Path:
     """Write the fixture of data set `name` under `root`; kwargs go to the module's writer."""
     if name not in WRITERS:
-        raise KeyError(f"no fixture writer for {name!r}; known: {', '.join(sorted(WRITERS))}")
+        raise UnknownName("write_fixture(name)", f"no fixture writer for {name!r}", f"choose one of {', '.join(sorted(WRITERS))}")
     return importlib.import_module(WRITERS[name]).write_fixture(root, **kw)

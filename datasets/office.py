@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from mtl.errors import DatasetNotFound
+from mtl.errors import DatasetDamaged, DatasetNotFound, brief
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SPLITS_DIR = Path(__file__).resolve().parent / "office_splits"
@@ -107,18 +107,29 @@ def image_transform(image_size: int = 224) -> transforms.Compose:
 class OfficeDomain(Dataset):
     """One domain's images of one split: items are (image [3, S, S] float, label int64)."""
 
-    def __init__(self, root: str | os.PathLike, entries: Sequence[tuple[str, int]], image_size: int = 224):
+    def __init__(self, root: str | os.PathLike, entries: Sequence[tuple[str, int]], image_size: int = 224,
+                 dataset: str | None = None):
         self.root = Path(root)
         self.entries = list(entries)
         self.transform = image_transform(image_size)
+        self.dataset = dataset  # names the `make data-<dataset>` step in the message for a damaged image
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int):
         rel, label = self.entries[i]
-        with Image.open(self.root / rel) as img:
-            x = self.transform(img.convert("RGB"))
+        path = self.root / rel
+        try:
+            with Image.open(path) as img:
+                x = self.transform(img.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, unidentified or corrupt data
+            domain = self.root / rel.split("/")[0]
+            make = f"`make data-{self.dataset}`" if self.dataset else "the data set's download script"
+            raise DatasetDamaged(f"{path}: not a readable image ({brief(err)}); the file is damaged "
+                                 f"(e.g. an interrupted extraction): delete {domain} and run {make} to extract it "
+                                 f"again from the archive in {self.root}, or replace the file from the archive; "
+                                 f"finished runs are kept and an interrupted one resumes") from None
         return x, torch.tensor(label, dtype=torch.long)
 
 
@@ -142,7 +153,7 @@ def load_office(dataset: str, root: str | os.PathLike, image_size: int = 224,
             total += len(entries)
             if check_files:
                 missing += [p for p, _ in entries if not (root / p).is_file()]
-            out[split][task_name(domain)] = OfficeDomain(root, entries, image_size)
+            out[split][task_name(domain)] = OfficeDomain(root, entries, image_size, dataset=dataset)
     if missing:
         shown = "\n  ".join(missing[:5])
         where = f"{root.resolve()}" + ("" if root.is_dir() else " (this folder does not exist)")

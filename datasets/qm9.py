@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
-from mtl.errors import DatasetNotFound
+from mtl.errors import DatasetDamaged, DatasetNotFound, InvalidValue, brief
 
 log = logging.getLogger(__name__)
 
@@ -417,14 +417,33 @@ class QM9(InMemoryDataset):
                         "pre_filter": None if pre_filter is None else repr(pre_filter)},
         }
         self.key_hash = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
+        from_env = root is None and bool(os.environ.get("QM9_ROOT"))
         root = default_root() if root is None else Path(root)
+        for folder in (root, root / "processed"):
+            if folder.exists() and not folder.is_dir():
+                key = f"QM9_ROOT={root}" if from_env else f"benchmark.build.root={root}"
+                raise InvalidValue(key, f"{folder} is a file, but QM9 needs a folder for its cache "
+                                        f"(<root>/processed)",
+                                   "point it at a folder (it is created if missing) or unset it to use data/qm9")
         # Many array jobs may start on an empty cache at once: one builds (under an exclusive file
         # lock, writing to temporary names renamed into place), the others wait and then load.
         with build_lock(root / "processed", progress):
             super().__init__(str(root), transform, pre_transform, pre_filter, force_reload=force_reload,
                              log=progress)
-        self.load(self.processed_paths[0])
-        self.build_info = json.loads(Path(self.processed_paths[1]).read_text())
+        self._load_cache()
+
+    def _load_cache(self) -> None:
+        """Load the processed files; a damaged one (truncated, random bytes, hand-edited) is an error
+        naming it, never silently rebuilt over or half-used."""
+        pt, info = (Path(p) for p in self.processed_paths)
+        try:
+            self.load(str(pt))
+            self.build_info = json.loads(info.read_text())
+        except Exception as err:  # torch/pickle/zip/json errors all mean an unreadable cache here
+            raise DatasetDamaged(
+                f"QM9 cache {pt} (or {info.name} beside it) cannot be read ({brief(err)}); delete both "
+                f"files (rm {pt} {info}) and re-run to rebuild it from qm9pack (`make data-qm9` rebuilds the "
+                f"full data set, ~1.5 min)") from None
 
     @property
     def raw_file_names(self) -> list[str]:

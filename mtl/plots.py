@@ -3,6 +3,7 @@ time, and the sweep box plots (DB-MTL Figs. 5-6). Matplotlib with the Agg backen
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -20,8 +21,31 @@ def _plt():
 
 
 def _read_metrics(run_dir: str | Path) -> list[dict]:
+    """The epochs of a run's metrics.jsonl up to its first damaged line (named on stderr): a plot
+    from the readable epochs beats no table at all."""
     p = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    if not p.exists():
+        return []
+    out = []
+    try:
+        lines = p.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        lines = []
+        print(f"[mtl] warning: {p}: unreadable ({type(err).__name__}: {err}); its curves are left out",
+              file=sys.stderr)
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+        except ValueError as err:
+            print(f"[mtl] warning: {p}:{n}: damaged line ({err}); its curves show only the {len(out)} epochs before it",
+                  file=sys.stderr)
+            break
+        out.append(rec)
+    return out
 
 
 def delta_p_per_task_bars(df: pd.DataFrame, out: Path) -> Path | None:

@@ -2,22 +2,51 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+from mtl.errors import brief
+
+# keys the tables need (they recompute Δp/Δm from the metrics); other readers ask for more
+SUMMARY_KEYS = ("seed", "metrics")
+
+
+def read_summary(path: str | Path, required: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, Any] | None:
+    """The parsed summary.json at `path`, or None (with one warning line on stderr naming the file
+    and what to do) when it is damaged: not JSON, not an object, or missing a `required` key. Table
+    and sweep readers skip such a run and go on with the others."""
+    path = Path(path)
+    try:
+        s = json.loads(path.read_text())
+        problem = None if isinstance(s, dict) else f"a JSON {type(s).__name__}, not an object"
+        if problem is None:
+            missing = [k for k in required if k not in s]
+            problem = f"no {', '.join(missing)}" if missing else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = brief(err)
+    if problem is None:
+        return s
+    print(f"[mtl] warning: {path}: damaged summary ({problem}); skipped. Delete it and re-run that run "
+          f"(same command, its config is {path.parent / 'config.yaml'}) to write it again", file=sys.stderr)
+    return None
 
 
 def load_summaries(root: str | Path, benchmark: str | None = None) -> pd.DataFrame:
     """One row per finished run: benchmark, method (folder name, incl. tag), seed, delta_p, delta_m,
-    and one column per `task/metric` of the selected epoch."""
+    and one column per `task/metric` of the selected epoch. Damaged summaries are skipped with a warning."""
     rows = []
     for path in sorted(Path(root).glob("*/*/seed*/summary.json")):
-        s = json.loads(path.read_text())
+        s = read_summary(path, SUMMARY_KEYS + ("delta_p", "delta_m"))
+        if s is None:
+            continue
         bench = path.parents[2].name  # the config name (qm9_small), as in the run directory
         if benchmark is not None and bench != benchmark:
             continue
         row = {"benchmark": bench, "method": path.parent.parent.name, "seed": s["seed"],
-               "delta_p": s["delta_p"], "delta_m": s["delta_m"], "wall_time_s": s["wall_time_s"],
+               "delta_p": s["delta_p"], "delta_m": s["delta_m"], "wall_time_s": s.get("wall_time_s"),
                "path": str(path.parent)}
         for task, metrics in s["metrics"].items():
             for metric, value in metrics.items():

@@ -12,7 +12,6 @@ Spread over seeds is the population std (ddof=0), as mtl/report.py.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import pandas as pd
 from mtl.benchmark import TaskSpec
 from mtl.delta import delta_m, delta_p, delta_p_per_task
 from mtl.paper import PaperRows, display_name, load_paper, tasks_from_reference
+from mtl.report import read_summary
 
 MISSING = "—"
 Metrics = dict[str, dict[str, float]]
@@ -93,7 +93,9 @@ def collect_runs(root: str | Path, benchmark: str, *, rule: str | None = None, i
     stl_parts: dict[int, dict[str, dict[str, float]]] = {}
     for path in sorted(Path(root, benchmark).glob("*/seed*/summary.json")):
         folder = path.parent.parent.name
-        s = json.loads(path.read_text())
+        s = read_summary(path)
+        if s is None:  # damaged: named on stderr, the other runs still make the table
+            continue
         seed = int(s["seed"])
         metrics = _metrics_of(s, rule)
         m = _STL_DIR.match(folder)

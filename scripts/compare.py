@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -48,6 +49,13 @@ def ranking(df: pd.DataFrame, name: str, against: str, keys: list[str], info) ->
     return rows, against
 
 
+def config_names(group: str) -> list[str]:
+    """Names of the Hydra configs in configs/<group>/ (method or benchmark)."""
+    from mtl.train import CONFIG_DIR
+
+    return sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--method", required=True, help="method config name (configs/method/<name>.yaml)")
@@ -59,6 +67,14 @@ def main(argv=None) -> int:
     ap.add_argument("--no-run", action="store_true")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides (e.g. method.beta=0.5 run.tag=_b05)")
     args = ap.parse_intermixed_args(argv)
+    # --no-run ranks stored runs, whose folder need not be a method config (e.g. a tagged variant)
+    checks = [("benchmark", args.bench)] + ([] if args.no_run else [("method", args.method)])
+    for group, value in checks:
+        known = config_names(group)
+        if value not in known:  # Hydra would print its whole search path and a traceback instead
+            print(f"error: {'--method' if group == 'method' else '--bench'} {value!r}: there is no "
+                  f"configs/{group}/{value}.yaml; choose one of {', '.join(known)}", file=sys.stderr)
+            return 2
     rc = 0
     if not args.no_run:
         group = Group([f"benchmark={args.bench}", f"method={args.method}"], {"seed": args.seeds.split(",")})

@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from mtl.errors import MTLError  # noqa: E402  (needs the path above)
+
 
 class DownloadError(RuntimeError):
     """The data could not be fetched or failed verification; the message says what to do."""
@@ -310,11 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except DownloadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except Exception as err:  # DatasetNotFound / format errors from the loader's check
-        if type(err).__name__ in ("DatasetNotFound", "DatasetFormatError"):
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        raise
+    except MTLError as err:  # DatasetNotFound / damaged or malformed files from the loader's check
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,7 +14,6 @@ seed: Δp, Δm, per-task Δp, run dir) and .png (Δp over seeds per point).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from mtl.plots import sweep_boxplot
+from mtl.report import read_summary
 from mtl.train import compose
 from mtl.workflows import Group, execute, load_experiment, num_tasks, report_failures, sweep_params
 
@@ -54,12 +54,13 @@ def collect(study: str, benchmark: str, points: list[str], seeds: list[int], ove
             run_dir = base / f"seed{s}"
             row = {"point": p, **params, "seed": s, "run_dir": str(run_dir)}
             summary = run_dir / "summary.json"
-            if summary.exists():
-                d = json.loads(summary.read_text())
+            d = read_summary(summary, ("delta_p", "delta_m")) if summary.exists() else None
+            if d is not None:
                 row.update(status="ok", delta_p=d["delta_p"], delta_m=d["delta_m"],
                            **{f"delta_p/{t}": v for t, v in d.get("delta_p_per_task", {}).items()})
             else:
-                row.update(status="missing", delta_p=math.nan, delta_m=math.nan)
+                row.update(status="missing" if not summary.exists() else "damaged", delta_p=math.nan,
+                           delta_m=math.nan)
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from mtl import methods
-from mtl.errors import InvalidCombination
+from mtl.errors import InvalidCombination, InvalidValue
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods.registry import _REGISTRY
 
@@ -144,7 +144,7 @@ def test_invalid_combinations(unit_sum):
         methods.create("combo", num_tasks=3, loss={"name": unit_sum}, grad={"name": "ew"})
     with pytest.raises(InvalidCombination):  # EW cannot take representation gradients
         methods.create("combo", num_tasks=3, loss={"name": "igbv1"}, grad={"name": "ew"}, rep_grad=True)
-    with pytest.raises(InvalidCombination):
+    with pytest.raises(InvalidValue, match="method.loss.loss_transform=log"):  # set it on the parts
         methods.create("combo", num_tasks=3, loss_transform="log")
     with pytest.raises(KeyError):
         methods.create("combo", num_tasks=3, loss={"name": "nope"})

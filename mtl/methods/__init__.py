@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from mtl.errors import UnknownName
+from mtl.methods._hparams import check_hparams
 from mtl.methods.base import Aggregate, GradientMethod, LossWeighting, Method, Representation
 from mtl.methods.registry import _REGISTRY, register
 
@@ -34,14 +36,25 @@ def available() -> list[str]:
 def get_class(name: str) -> type[Method]:
     try:
         return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; available: {', '.join(available())}") from None
+    except (KeyError, TypeError):  # TypeError: an unhashable "name" (a list from the command line)
+        raise UnknownName("method", f"unknown method {name!r}", f"choose one of {', '.join(available())}") from None
+
+
+def check(name: str, num_tasks: int | None, **hparams) -> type[Method]:
+    """Validate `create(name, num_tasks, **hparams)` without building anything: raises `InvalidValue`
+    (unknown key, wrong type, out of range, unknown choice, too few tasks) naming the key, the value
+    and what the method accepts. `num_tasks=None` (not known yet, e.g. before the benchmark is
+    built) skips the checks that depend on it. Returns the method class."""
+    cls = get_class(name)
+    check_hparams(cls, num_tasks, hparams)
+    return cls
 
 
 def create(name: str, num_tasks: int, **hparams) -> Method:
-    """Instantiate the method `name` for `num_tasks` tasks with its hyperparameters."""
-    return get_class(name)(num_tasks=num_tasks, **hparams)
+    """Instantiate the method `name` for `num_tasks` tasks with its hyperparameters (validated first
+    against the method's declared `hparams`)."""
+    return check(name, num_tasks, **hparams)(num_tasks=num_tasks, **hparams)
 
 
-__all__ = ["available", "create", "get_class", "register", "Method", "LossWeighting",
+__all__ = ["available", "check", "create", "get_class", "register", "Method", "LossWeighting",
            "GradientMethod", "Aggregate", "Representation"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mtl.methods.base import LossWeighting, transform_losses
+from mtl.methods.base import LossWeighting, check_losses, transform_losses
 
 
 class RawLossesMixin:
@@ -18,14 +18,14 @@ class RawLossesMixin:
     raw_losses: torch.Tensor | None = None
 
     def backward(self, losses, *args, **kwargs):
+        check_losses(self, losses, values=False)  # the values are checked in Method.backward
         self.raw_losses = losses.detach()
         return super().backward(losses, *args, **kwargs)
 
 
 def loss_terms(method: LossWeighting, losses: torch.Tensor, batch_size=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The bookkeeping `Method.backward` does, then `method.task_terms` of the transformed losses."""
-    if tuple(losses.shape) != (method.num_tasks,):
-        raise ValueError(f"{method.name}: losses must have shape ({method.num_tasks},), got {tuple(losses.shape)}")
+    check_losses(method, losses)
     raw = losses.detach()
     method.raw_losses = raw
     method.record_losses(raw, batch_size)

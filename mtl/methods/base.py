@@ -23,8 +23,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from mtl.engine import GradientEngine, TaskGradients, accumulate_grads, assign_flat_grad
-from mtl.errors import InvalidCombination
+from mtl.engine import MODES, GradientEngine, TaskGradients, accumulate_grads, assign_flat_grad
+from mtl.errors import InvalidCombination, InvalidLoss, MissingEpochStatistics
+from mtl.methods._hparams import Bool, Choice, Either, Instance, Spec
 
 LOG_EPS = 1e-8  # LibMTL / DB-MTL: log(L + 1e-8)
 TRANSFORMS = ("identity", "log")
@@ -36,6 +37,31 @@ def transform_losses(losses: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "log":
         return torch.log(losses + LOG_EPS)
     raise ValueError(f"loss_transform {kind!r} unknown; choose one of {TRANSFORMS}")
+
+
+def check_losses(method: "Method", losses, *, values: bool = True) -> None:
+    """Raise `InvalidLoss` unless `losses` is a tensor of one loss per task ([batches_per_step, T]
+    for multi-batch methods) that the method's logarithms are defined on. A negative loss under
+    log(L + 1e-8) gives a NaN value but a finite gradient of the wrong sign (1 / (L + 1e-8) < 0),
+    which gradient methods (DB-MTL) would follow silently. The sign check reads the values (one host
+    sync per step, only for methods that take logs); `values=False` checks type and shape only."""
+    expected = (method.num_tasks,) if method.batches_per_step == 1 else (method.batches_per_step, method.num_tasks)
+    how = "pass torch.stack([loss_0, loss_1, ...]) with one scalar loss per task"
+    if not isinstance(losses, torch.Tensor):
+        raise InvalidLoss(f"{method.name}.backward(losses)", f"losses must be a torch.Tensor of shape {expected}, "
+                          f"got a {type(losses).__name__}", how)
+    if tuple(losses.shape) != expected:
+        raise InvalidLoss(f"{method.name}.backward(losses)", f"losses must have shape {expected} "
+                          f"({method.num_tasks} tasks), got {tuple(losses.shape)}", how)
+    takes_log = method.loss_transform == "log" or method.logs_losses
+    if values and takes_log and bool((losses.detach() < 0).any()):
+        rows = losses.detach().reshape(-1, method.num_tasks)
+        b, t = (rows < 0).nonzero()[0].tolist()
+        fix = ("make the task loss non-negative (e.g. add a constant) or use a method without a log"
+               if method.logs_losses else "make the task loss non-negative (e.g. add a constant) or run with "
+               "method.loss_transform=identity")
+        raise InvalidLoss(f"{method.name}, task {t}", f"loss {rows[b, t].item():.6g} is negative but the method "
+                          f"takes its logarithm (undefined below 0; the gradient would flip sign)", fix)
 
 
 @dataclass
@@ -90,6 +116,15 @@ class Method(nn.Module):
     # nash-mtl/IGB4MTL) or "batch" (weighted by the samples behind each loss, LibMTL
     # `AbsLoss._average_loss`, which its train_loss_buffer holds)
     epoch_loss_mean: ClassVar[str] = "step"
+    # what each keyword argument accepts; subclasses add their own (merged along the MRO) and
+    # `methods.create` checks every call against them (mtl/methods/_hparams.py)
+    hparams: ClassVar[dict[str, Spec]] = {"loss_transform": Choice(*TRANSFORMS), "rep_grad": Bool(),
+                                          "engine": Either(Choice(*MODES), Instance(GradientEngine))}
+    # fewest tasks the method is defined for (e.g. 2 where it balances one task against others)
+    min_tasks: ClassVar[int] = 1
+    min_tasks_reason: ClassVar[str] = ""
+    # takes the log of the raw losses itself (STCH, FAMO, GLS's geometric mean), whatever loss_transform
+    logs_losses: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -134,9 +169,7 @@ class Method(nn.Module):
     ) -> dict[str, Any]:
         """Fill `.grad` (accumulating, like `.backward()`) and return diagnostics. `batch_size`: the
         samples behind the losses (one number, or one per task); None counts the step as 1."""
-        expected = (self.num_tasks,) if self.batches_per_step == 1 else (self.batches_per_step, self.num_tasks)
-        if tuple(losses.shape) != expected:
-            raise ValueError(f"{self.name}: losses must have shape {expected}, got {tuple(losses.shape)}")
+        check_losses(self, losses)
         if self.rep_grad and rep is None:
             raise InvalidCombination(f"{self.name}: rep_grad=True needs `rep=Representation(...)` from the model")
         shared_params = [p for p in shared_params if p.requires_grad]
@@ -187,7 +220,10 @@ class Method(nn.Module):
         """Mean raw training loss per task over the steps of the current epoch so far (plain or
         batch-size weighted, see `epoch_loss_mean`)."""
         if self._loss_count == 0:
-            raise RuntimeError(f"{self.name}: no training step seen in epoch {self.epoch}")
+            raise MissingEpochStatistics(
+                f"{self.name}: no training step seen in epoch {self.epoch}, so its mean training losses (which "
+                f"{self.name} needs at the end of an epoch) are undefined; run at least one step per epoch "
+                f"(trainer.max_steps_per_epoch >= 1 and a non-empty training set)")
         return (self._loss_sum / self._loss_weight).float()
 
     # ---- state ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from scipy.optimize import minimize
 
 from mtl.errors import SolverError
 from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods._hparams import Choice, Real
 from mtl.methods.registry import register
 
 
@@ -55,6 +56,7 @@ def cagrad(G: torch.Tensor, calpha: float = 0.5, rescale: int = 1) -> tuple[torc
 @register
 class CAGrad(GradientMethod):
     name = "cagrad"
+    hparams = {"calpha": Real(ge=0), "rescale": Choice(0, 1, 2)}
 
     def __init__(self, num_tasks: int, *, calpha: float = 0.5, rescale: int = 1, **kwargs):
         super().__init__(num_tasks, **kwargs)

@@ -22,6 +22,7 @@ import torch
 from mtl.errors import InvalidCombination
 from mtl.methods._terms import loss_terms
 from mtl.methods.base import LossWeighting, Method
+from mtl.methods._hparams import Choice, MethodPart
 from mtl.methods.registry import _REGISTRY, register
 
 
@@ -39,6 +40,9 @@ def _spec(cfg, role: str) -> tuple[str, dict[str, Any]]:
 @register
 class Combined(Method):
     name = "combo"
+    hparams = {"loss": MethodPart(loss_weighting=True), "grad": MethodPart(set_by_parent=("engine", "rep_grad")),
+               "loss_transform": Choice("identity", hint="set the loss transform on the parts instead "
+                                                         "(method.loss.loss_transform=log)")}
 
     def __init__(self, num_tasks: int, *, loss=None, grad=None, loss_transform: str = "identity",
                  rep_grad: bool = False, engine="loop"):

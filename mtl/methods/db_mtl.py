@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods._hparams import Bool, Choice, Either, Real
 from mtl.methods.registry import register
 
 NORM_EPS = 1e-8  # LibMTL DB_MTL.py: max_s u_s / (u_t + 1e-8)
@@ -47,6 +48,8 @@ def alpha_scale(u: torch.Tensor, alpha) -> torch.Tensor:
 @register
 class DBMTL(GradientMethod):
     name = "db_mtl"
+    hparams = {"beta": Real(ge=0, lt=1), "beta_sigma": Real(ge=0),
+               "alpha": Either(Choice(*ALPHA_STRATEGIES), Real(gt=0)), "balance_grads": Bool()}
     _state_attrs = ("grad_buffer", "db_step")
 
     def __init__(self, num_tasks: int, *, beta: float = 0.9, beta_sigma: float = 0.0, alpha="max",

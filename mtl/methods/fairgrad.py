@@ -16,12 +16,14 @@ from scipy.optimize import least_squares
 
 from mtl.errors import SolverError
 from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods._hparams import Either, Int, Null, Real
 from mtl.methods.registry import register
 
 
 @register
 class FairGrad(GradientMethod):
     name = "fairgrad"
+    hparams = {"alpha": Real(gt=0), "max_nfev": Either(Null(), Int(ge=1))}
     head_grads = "weighted"
 
     def __init__(self, num_tasks: int, *, alpha: float = 1.0, max_nfev: int | None = None, **kwargs):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mtl.methods.base import LossWeighting
+from mtl.methods._hparams import Real
 from mtl.methods.registry import register
 
 FAMO_EPS = 1e-8
@@ -17,6 +18,8 @@ FAMO_EPS = 1e-8
 @register
 class FAMO(LossWeighting):
     name = "famo"
+    logs_losses = True
+    hparams = {"w_lr": Real(gt=0), "gamma": Real(ge=0)}  # gamma: weight decay of the logits' Adam
     wants_post_step_losses = True
     _state_attrs = ("prev_losses",)
 

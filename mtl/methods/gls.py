@@ -13,6 +13,7 @@ from mtl.methods.registry import register
 @register
 class GLS(LossWeighting):
     name = "gls"
+    logs_losses = True
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         T = losses.shape[0]

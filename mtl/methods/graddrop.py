@@ -17,6 +17,7 @@ import torch
 from mtl.errors import InvalidCombination
 from mtl.methods.base import Method
 from mtl.engine import accumulate_grads
+from mtl.methods._hparams import Real
 from mtl.methods.registry import register
 
 
@@ -36,6 +37,7 @@ def graddrop_combine(per_grads: torch.Tensor, inputs: torch.Tensor, leak: float 
 @register
 class GradDrop(Method):
     name = "graddrop"
+    hparams = {"leak": Real(ge=0, le=1)}
     supports_rep_grad = True
 
     def __init__(self, num_tasks: int, *, leak: float = 0.0, rep_grad: bool = True, **kwargs):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtl.methods.base import Aggregate, GradientMethod
+from mtl.errors import MissingEpochStatistics
+from mtl.methods.base import Aggregate, GradientMethod, check_losses
+from mtl.methods._hparams import Real
 from mtl.methods.registry import register
 
 
@@ -38,6 +40,7 @@ def gradnorm_loss(weights: torch.Tensor, G: torch.Tensor, loss_ratio: torch.Tens
 @register
 class GradNorm(GradientMethod):
     name = "gradnorm"
+    hparams = {"alpha": Real(ge=0)}
     supports_rep_grad = True
     _state_attrs = ("initial_losses",)
     epoch_loss_mean = "batch"  # L(0) = LibMTL train_loss_buffer[:, 0], a batch-size weighted mean
@@ -60,14 +63,15 @@ class GradNorm(GradientMethod):
             self.initial_losses = self.epoch_mean_losses().clone()
 
     def backward(self, losses, shared_params, task_params=(), *, rep=None, batch_size=None):
+        check_losses(self, losses, values=False)  # the values are checked in Method.backward
         self._raw = losses.detach()
         return super().backward(losses, shared_params, task_params, rep=rep, batch_size=batch_size)
 
     def _backward(self, losses, shared_params, task_params, rep):
         if self.initial_losses is None:
             if self.epoch >= 1:
-                raise RuntimeError("gradnorm: epoch >= 1 but L(0) is unset; the trainer must call "
-                                   "on_epoch_end(0) after the first epoch")
+                raise MissingEpochStatistics("gradnorm: epoch >= 1 but L(0) is unset; the trainer must call "
+                                             "on_epoch_end(0) after the first epoch")
             losses.sum().backward()
             if self.rep_grad:
                 rep.value.backward(rep.leaf.grad)

@@ -9,12 +9,14 @@ import torch
 
 from mtl.methods._terms import RawLossesMixin
 from mtl.methods.base import LossWeighting
+from mtl.methods._hparams import Int
 from mtl.methods.registry import register
 
 
 @register
 class IGBv1(RawLossesMixin, LossWeighting):
     name = "igbv1"
+    hparams = {"base_epoch": Int(ge=0)}
     _state_attrs = ("base_losses",)
 
     def __init__(self, num_tasks: int, *, base_epoch: int = 1, loss_transform: str = "log", **kw):

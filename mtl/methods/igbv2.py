@@ -15,15 +15,22 @@ reproduced (a custom loop may call `set_reward_scale`). QM9 in IGB4MTL effective
 """
 import torch
 
+from mtl.errors import InvalidValue
 from mtl.methods._sac import SACAgent
 from mtl.methods._terms import RawLossesMixin
 from mtl.methods.base import LossWeighting
+from mtl.methods._hparams import Int, ListOf, Real
 from mtl.methods.registry import register
 
 
 @register
 class IGBv2(RawLossesMixin, LossWeighting):
     name = "igbv2"
+    hparams = {"base_epoch": Int(ge=0), "start_epoch": Int(ge=0), "update_after": Int(ge=1),
+               "update_every": Int(ge=1), "batch_size": Int(ge=1), "buffer_size": Int(ge=1), "lr": Real(gt=0),
+               "gamma": Real(ge=0, le=1), "tau": Real(ge=0, le=1), "hidden": ListOf(Int(ge=1)),
+               "alpha": Real(gt=0),  # SAC entropy weight (its log is taken)
+               "reward_scale": Real(gt=0)}
     _state_attrs = ("base_losses", "slot", "reward_scale", "transitions")
 
     def __init__(self, num_tasks: int, *, base_epoch: int = 1, start_epoch: int = 5, update_after: int = 3,
@@ -32,8 +39,9 @@ class IGBv2(RawLossesMixin, LossWeighting):
                  reward_scale: float = 1.0, loss_transform: str = "log", **kw):
         super().__init__(num_tasks, loss_transform=loss_transform, **kw)
         if int(base_epoch) >= int(update_after):
-            raise ValueError(f"igbv2: base_epoch ({base_epoch}) must be < update_after ({update_after}), "
-                             f"otherwise the agent trains on an empty replay buffer")
+            raise InvalidValue("method.base_epoch", f"igbv2 needs base_epoch ({base_epoch}) < update_after "
+                               f"({update_after}), otherwise the agent trains on an empty replay buffer",
+                               "lower method.base_epoch or raise method.update_after (defaults 1 and 3)")
         self.base_epoch, self.start_epoch = int(base_epoch), int(start_epoch)
         self.update_after, self.update_every = int(update_after), int(update_every)
         self.agent = SACAgent(num_tasks, num_tasks, lr=lr, gamma=gamma, tau=tau, hidden=hidden,

@@ -17,6 +17,7 @@ import torch
 
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods.mtadam import segment_norms
+from mtl.methods._hparams import Choice, Real
 from mtl.methods.registry import register
 
 
@@ -39,6 +40,7 @@ def metabalance_step(G: torch.Tensor, sizes, norms: torch.Tensor | None, beta: f
 @register
 class MetaBalance(GradientMethod):
     name = "metabalance"
+    hparams = {"beta": Real(ge=0, lt=1), "relax_factor": Real(ge=0, le=1), "anchor": Choice("max", "first")}
     _state_attrs = ("norms",)
 
     def __init__(self, num_tasks: int, *, beta: float = 0.9, relax_factor: float = 0.7, anchor: str = "max", **kwargs):

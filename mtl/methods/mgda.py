@@ -33,6 +33,7 @@ import torch
 from mtl.engine import accumulate_grads
 from mtl.errors import SolverError
 from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods._hparams import Choice, Int
 from mtl.methods.registry import register
 
 MAX_ITER = 250
@@ -138,6 +139,7 @@ def gradient_normalisers(G: torch.Tensor, losses: torch.Tensor, kind: str) -> to
 @register
 class MGDA(GradientMethod):
     name = "mgda"
+    hparams = {"mgda_gn": Choice(*NORMALISERS), "max_iter": Int(ge=1), "on_solver_error": Choice("count", "raise")}
     supports_rep_grad = True
     _state_attrs = ("solver_failures_total",)
 

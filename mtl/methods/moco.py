@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods._hparams import Real
 from mtl.methods.registry import register
 
 
@@ -28,6 +29,8 @@ def moco_step(y: torch.Tensor, lambd: torch.Tensor, G: torch.Tensor, losses: tor
 @register
 class MoCo(GradientMethod):
     name = "moco"
+    hparams = {"beta": Real(gt=0, le=1), "beta_sigma": Real(ge=0), "gamma": Real(gt=0), "gamma_sigma": Real(ge=0),
+               "rho": Real(ge=0)}
     _state_attrs = ("y", "lambd", "moco_step")
 
     def __init__(self, num_tasks: int, *, beta: float = 0.5, beta_sigma: float = 0.5, gamma: float = 0.1,

@@ -13,12 +13,14 @@ from mtl.engine import accumulate_grads, assign_flat_grad
 from mtl.methods._multibatch import row_jacobians
 from mtl.methods._simplex import project_simplex
 from mtl.methods.base import Method
+from mtl.methods._hparams import Real
 from mtl.methods.registry import register
 
 
 @register
 class MoDo(Method):
     name = "modo"
+    hparams = {"gamma": Real(gt=0), "rho": Real(ge=0)}
     batches_per_step = 3
     _state_attrs = ("lambd",)
 

@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 
 from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods._hparams import Either, ListOf, Null, Real
 from mtl.methods.registry import register
 
 
@@ -70,6 +71,8 @@ def mtadam_step(G: torch.Tensor, sizes: Sequence[int], state: dict, betas=(0.9, 
 @register
 class MTAdam(GradientMethod):
     name = "mtadam"
+    hparams = {"betas": ListOf(Real(ge=0, lt=1), length=3), "eps": Real(gt=0),
+               "ranks": Either(Null(), ListOf(Real(gt=0), length="num_tasks"))}
     _state_attrs = ("state",)
 
     def __init__(self, num_tasks: int, *, betas: Sequence[float] = (0.9, 0.999, 0.9), eps: float = 1e-8,

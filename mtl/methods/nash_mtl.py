@@ -37,6 +37,7 @@ import torch
 from mtl.engine import accumulate_grads, assign_flat_grad
 from mtl.errors import SolverError
 from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods._hparams import Choice, Int, Real
 from mtl.methods.registry import register
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,12 @@ def _cvxpy():
 @register
 class NashMTL(GradientMethod):
     name = "nash_mtl"
+    # the bargaining problem is between tasks; cvxpy rejects its 1x1 form ("Scalar operands ...")
+    min_tasks = 2
+    min_tasks_reason = "a bargaining solution between tasks"
+    hparams = {"update_weights_every": Int(ge=1), "optim_niter": Int(ge=1),
+               "max_norm": Real(ge=0),  # 0 turns the clipping off (as the reference)
+               "on_solver_error": Choice(*ON_SOLVER_ERROR), "ecos_max_iters": Int(ge=1)}
     head_grads = "weighted"
     _state_attrs = ("prvs_alpha", "solver_failures_total", "_nash_step")
 

@@ -8,12 +8,14 @@ generator, so runs are reproducible under the run seed.
 import torch
 
 from mtl.methods.base import LossWeighting
+from mtl.methods._hparams import Bool
 from mtl.methods.registry import register
 
 
 @register
 class RLW(LossWeighting):
     name = "rlw"
+    hparams = {"scale_by_num_tasks": Bool()}
 
     def __init__(self, num_tasks: int, *, scale_by_num_tasks: bool = False, **kw):
         super().__init__(num_tasks, **kw)

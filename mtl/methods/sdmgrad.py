@@ -16,12 +16,14 @@ from mtl.engine import accumulate_grads, assign_flat_grad
 from mtl.methods._multibatch import row_jacobians
 from mtl.methods._simplex import project_simplex
 from mtl.methods.base import Method
+from mtl.methods._hparams import Int, Real
 from mtl.methods.registry import register
 
 
 @register
 class SDMGrad(Method):
     name = "sdmgrad"
+    hparams = {"lamda": Real(ge=0), "niter": Int(ge=1), "lr": Real(gt=0), "momentum": Real(ge=0, lt=1)}
     batches_per_step = 3
     _state_attrs = ("w",)
 

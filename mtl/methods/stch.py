@@ -8,7 +8,9 @@ detached max it subtracts for stability).
 """
 import torch
 
+from mtl.errors import MissingEpochStatistics
 from mtl.methods.base import LossWeighting
+from mtl.methods._hparams import Int, Real
 from mtl.methods.registry import register
 
 STCH_EPS = 1e-20  # LibMTL STCH.py
@@ -17,6 +19,8 @@ STCH_EPS = 1e-20  # LibMTL STCH.py
 @register
 class STCH(LossWeighting):
     name = "stch"
+    logs_losses = True
+    hparams = {"mu": Real(gt=0), "warmup_epoch": Int(ge=0)}
     _state_attrs = ("nadir_sum", "nadir_count", "nadir")
 
     def __init__(self, num_tasks: int, *, mu: float = 1.0, warmup_epoch: int = 4, **kw):
@@ -35,7 +39,9 @@ class STCH(LossWeighting):
             return torch.log(losses + STCH_EPS), torch.ones_like(losses).detach()
         if self.nadir is None:
             if self.nadir_count == 0:
-                raise RuntimeError(f"stch: no step seen during warm-up epoch {self.warmup_epoch}, no nadir vector")
+                raise MissingEpochStatistics(
+                    f"stch: no training step seen during warm-up epoch {self.warmup_epoch}, so there is no nadir "
+                    f"vector; run at least one step per epoch (trainer.max_steps_per_epoch >= 1)")
             self.nadir = (self.nadir_sum / self.nadir_count).float()
         rel = torch.log(losses / self.nadir.to(losses.device, losses.dtype) + STCH_EPS)
         w = self.num_tasks * torch.softmax(rel.detach() / self.mu, dim=-1)

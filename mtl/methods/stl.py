@@ -6,12 +6,14 @@ results/runs/<benchmark>/stl_<i>/seed<s>/ (nash-mtl `--main-task`, IGB4MTL `stl`
 import torch
 
 from mtl.methods.base import LossWeighting
+from mtl.methods._hparams import TaskIndex
 from mtl.methods.registry import register
 
 
 @register
 class STL(LossWeighting):
     name = "stl"
+    hparams = {"task": TaskIndex()}
 
     def __init__(self, num_tasks: int, *, task: int = 0, **kw):
         super().__init__(num_tasks, **kw)

@@ -17,12 +17,14 @@ from qpsolvers.exceptions import QPError
 
 from mtl.errors import SolverError
 from mtl.methods.base import Aggregate, GradientMethod
+from mtl.methods._hparams import Real, Str
 from mtl.methods.registry import register
 
 
 @register
 class UPGrad(GradientMethod):
     name = "upgrad"
+    hparams = {"norm_eps": Real(ge=0), "reg_eps": Real(ge=0), "qp_solver": Str()}
     head_grads = "plain"
 
     def __init__(self, num_tasks: int, *, norm_eps: float = 1e-4, reg_eps: float = 1e-4,

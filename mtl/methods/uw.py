@@ -8,12 +8,14 @@ import torch
 from torch import nn
 
 from mtl.methods.base import LossWeighting
+from mtl.methods._hparams import Real
 from mtl.methods.registry import register
 
 
 @register
 class UW(LossWeighting):
     name = "uw"
+    hparams = {"init": Real()}  # initial log-variance s_t
 
     def __init__(self, num_tasks: int, *, init: float = -0.5, **kw):
         super().__init__(num_tasks, **kw)

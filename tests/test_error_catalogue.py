@@ -1,0 +1,467 @@
+"""The error catalogue: plausible mistakes and faults, each a real command or API call, with the exit
+code (commands) or exception type (API) and a substring of the one-line message that must come out.
+
+Add a case by appending to CLI_CASES (a `python -m mtl.train` command), SCRIPT_CASES (a script
+under scripts/) or API_CASES (a call that must raise). A `setup(tmp)` prepares files (damaged data,
+finished runs) and returns {"args": [...], "env": {...}}; for a CLI case its args replace the default
+small synthetic benchmark. Every command runs beside a finished run whose files are hashed before
+and after: no case may change or remove a finished result.
+
+CLI cases marked `xfail=LEAD_CLI` already print the right single `error:` line but exit with 1
+(today's handler); they are reported as expected failures only for that exit code. Once
+`python -m mtl.train` exits 2 for user errors, delete the `xfail=` so that exit code 1 fails them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+
+from mtl import methods
+from mtl.errors import (DatasetDamaged, InvalidCombination, InvalidLoss, InvalidValue, MissingEpochStatistics,
+                        SolverError, UnknownName)
+
+REPO = Path(__file__).resolve().parents[1]
+LEAD_CLI = "needs CLI handler (lead): exit code 2 and a plain 'error: ...' line"
+COMMON = ["logger=none", "trainer.progress=false", "trainer.epochs=1"]
+# a small synthetic benchmark: the default of every CLI case whose setup brings no other benchmark
+SYNTHETIC = ["benchmark=synthetic", "benchmark.build.n_train=128", "benchmark.build.n_val=64",
+             "benchmark.build.n_test=64"]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: list[str] = field(default_factory=list)   # CLI overrides, or script path + arguments
+    rc: int = 2                                       # expected exit code (commands)
+    message: str = ""                                 # substring of the error line
+    setup: Callable[[Path], dict[str, Any]] | None = None  # -> {"args": [...], "env": {...}}
+    xfail: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiCase:
+    id: str
+    call: Callable[[Path], Any]
+    raises: type[BaseException]
+    message: str
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` (relative path -> hex)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished synthetic EW run (summary.json, metrics.jsonl, checkpoint.pt, config.yaml)."""
+    from mtl.train import run
+
+    root = tmp_path_factory.mktemp("finished") / "runs"
+    return run([*COMMON, *SYNTHETIC, f"run.root={root}", "method=ew", "seed=0"])
+
+
+def place_finished(finished_run: Path, root: Path, seeds=(0,)) -> list[Path]:
+    out = []
+    for s in seeds:
+        dest = root / "synthetic" / "ew" / f"seed{s}"
+        shutil.copytree(finished_run, dest)
+        if s != 0:
+            summary = json.loads((dest / "summary.json").read_text())
+            summary["seed"] = s
+            (dest / "summary.json").write_text(json.dumps(summary))
+        out.append(dest)
+    return out
+
+
+def run_command(argv: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # tracebacks only if a case asks
+    env.update(PYTHONPATH=str(REPO), WANDB_MODE="disabled", **env_extra)
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+
+
+def assert_one_error_line(r: subprocess.CompletedProcess, rc: int, message: str) -> None:
+    assert r.returncode == rc, f"exit code {r.returncode} != {rc}; stderr:\n{r.stderr[-3000:]}"
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, f"want one 'error:' line, got:\n{r.stderr[-3000:]}"
+    assert message in errors[0], f"{message!r} not in {errors[0]!r}"
+
+
+# ---- setups -------------------------------------------------------------------------------------
+def damaged_nyuv2(tmp: Path, workers: int = 1) -> dict[str, Any]:
+    from datasets import nyuv2
+
+    root = nyuv2.write_fixture(tmp / "nyuv2", n_train=4, n_val=2, height=32, width=64)
+    bad = root / "train" / "depth" / "2.npy"
+    bad.write_bytes(bad.read_bytes()[:90])  # truncated inside the header, as an interrupted copy leaves it
+    b = "benchmark.build"
+    return {"args": ["benchmark=nyuv2", f"{b}.root={root}", f"{b}.image_size=null", f"{b}.split_sizes=null",
+                     f"{b}.num_workers={workers}", f"{b}.train_batch_size=2", f"{b}.test_batch_size=2",
+                     f"{b}.pretrained=false", f"{b}.backbone=tiny", f"{b}.dilated=false", f"{b}.head_channels=8"],
+            "bad": bad}
+
+
+def offline_env(tmp: Path) -> dict[str, Any]:
+    # every URL goes through a proxy on a closed local port: fails at once, never reaches the network
+    proxy = "http://127.0.0.1:9"
+    return {"args": ["--root", str(tmp / "nyuv2_dl")],
+            "env": {"https_proxy": proxy, "http_proxy": proxy, "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy,
+                    "no_proxy": "", "NO_PROXY": ""}}
+
+
+# ---- `python -m mtl.train` ----------------------------------------------------------------------
+CLI_CASES = [
+    Case("stl-task-out-of-range", ["method=stl", "method.task=7"],
+         message="method.task: stl needs a task index from 0 to 2 (3 tasks), got 7", xfail=LEAD_CLI),
+    Case("beta-not-a-number", ["method=db_mtl", "method.beta=abc"],
+         message="method.beta: db_mtl needs a number in [0, 1), got 'abc'", xfail=LEAD_CLI),
+    Case("misspelled-key-appended", ["method=db_mtl", "+method.betta=0.5"],
+         message="method.betta: db_mtl has no hyperparameter 'betta' (did you mean method.beta?)", xfail=LEAD_CLI),
+    Case("alpha-unknown-choice", ["method=db_mtl", "method.alpha=foo"],
+         message="method.alpha: db_mtl needs one of max, min, mean, median or a number > 0", xfail=LEAD_CLI),
+    Case("combo-unknown-loss-part", ["method=combo", "method.loss.name=nosuch"],
+         message="method.loss.name: combo has no loss-weighting method 'nosuch'", xfail=LEAD_CLI),
+    Case("dwa-no-training-step", ["method=dwa", "trainer.max_steps_per_epoch=0", "trainer.epochs=3"],
+         message="max_steps_per_epoch", xfail=LEAD_CLI),
+    Case("truncated-npy-in-worker", setup=damaged_nyuv2,
+         message="2.npy: not a readable .npy array", xfail=LEAD_CLI),
+]
+
+
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory, finished_run) -> dict[str, tuple[subprocess.CompletedProcess, dict, dict]]:
+    """Every CLI case run once, a few at a time (each is a fresh Python process that mostly waits on
+    imports): case id -> (result, hashes of the run root before, after)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(case: Case):
+        tmp = tmp_path_factory.mktemp(case.id)
+        root = tmp / "runs"
+        place_finished(finished_run, root)
+        before = digest(root)
+        extra = case.setup(tmp) if case.setup else {}
+        bench = extra.get("args", SYNTHETIC)  # a setup's arguments replace the synthetic benchmark
+        argv = ["-m", "mtl.train", *COMMON, f"run.root={root}", *bench, *case.args]
+        r = run_command(argv, extra.get("env", {}), tmp)
+        return case.id, (r, before, digest(root))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(one, CLI_CASES))
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CLI_CASES])
+def test_cli(case: Case, cli_results):
+    r, before, after = cli_results[case.id]
+    assert {k: after.get(k) for k in before} == before, "a finished result was changed or removed"
+    if case.xfail and r.returncode == 1:  # today's handler: right message, generic exit code 1
+        assert_one_error_line(r, 1, case.message)
+        pytest.xfail(case.xfail)
+    assert_one_error_line(r, case.rc, case.message)
+
+
+# ---- scripts ------------------------------------------------------------------------------------
+def corrupt_summary_among_good(tmp: Path, finished_run: Path) -> dict[str, Any]:
+    root = tmp / "runs"
+    good = place_finished(finished_run, root, seeds=(0, 1))
+    bad = root / "synthetic" / "pcgrad" / "seed0"
+    bad.mkdir(parents=True)
+    (bad / "summary.json").write_text('{"benchmark": "synthetic", "method": "pcgrad", "se')  # torn write
+    return {"args": ["synthetic", "--root", str(root), "--out", str(tmp / "tables"), "--no-plots"],
+            "good": good, "bad": bad / "summary.json"}
+
+
+def test_tables_skip_a_corrupt_summary_and_go_on(tmp_path, finished_run):
+    extra = corrupt_summary_among_good(tmp_path, finished_run)
+    before = digest(tmp_path / "runs")
+    r = run_command(["scripts/tables.py", *extra["args"]], {}, REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    warn = [ln for ln in r.stderr.splitlines() if "damaged summary" in ln]
+    assert len(warn) == 1 and str(extra["bad"]) in warn[0] and "re-run" in warn[0]
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "tables" / "synthetic.csv").set_index("name")
+    assert table.loc["ew", "seeds"] == 2 and table.loc["ew", "status"] == "ok"  # the good runs still count
+    assert "pcgrad" not in table.index or table.loc["pcgrad", "seeds"] == 0
+    assert digest(tmp_path / "runs") == before
+
+
+SCRIPT_CASES = [
+    Case("compare-unknown-method", ["scripts/compare.py", "--method", "nosuch", "--bench", "synthetic"],
+         message="--method 'nosuch': there is no configs/method/nosuch.yaml; choose one of aligned_mtl"),
+    Case("compare-unknown-benchmark", ["scripts/compare.py", "--method", "ew", "--bench", "nosuch", "--no-run"],
+         message="--bench 'nosuch': there is no configs/benchmark/nosuch.yaml; choose one of cityscapes"),
+    Case("download-offline", ["scripts/download_data.py", "nyuv2"], rc=1, setup=offline_env,
+         message="every download source failed"),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in SCRIPT_CASES])
+def test_script(case: Case, tmp_path, finished_run):
+    root = tmp_path / "runs"
+    place_finished(finished_run, root)
+    before = digest(root)
+    extra = case.setup(tmp_path) if case.setup else {}
+    r = run_command([*case.args, *extra.get("args", [])], extra.get("env", {}), REPO)
+    assert digest(root) == before
+    assert r.returncode == case.rc, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert case.message in r.stderr, r.stderr[-3000:]
+    assert len(r.stdout.splitlines()) + len(r.stderr.splitlines()) < 30  # not the 405 lines of a Hydra dump
+
+
+def test_compare_unknown_method_is_one_line(tmp_path):
+    r = run_command(["scripts/compare.py", "--method", "nosuch", "--bench", "synthetic"], {}, REPO)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- API calls ----------------------------------------------------------------------------------
+def tiny_step(name: str, losses: list[float], num_tasks: int = 3, **kw):
+    """One `method.backward` on a small linear model whose losses are replaced by `losses` + 0·model."""
+    torch.manual_seed(0)
+    m = methods.create(name, num_tasks=num_tasks, **kw)
+    enc, heads = torch.nn.Linear(4, 4), torch.nn.ModuleList(torch.nn.Linear(4, 1) for _ in range(num_tasks))
+    h = enc(torch.randn(8, 4))
+    model_part = torch.stack([heads[t](h).pow(2).mean() for t in range(num_tasks)])
+    losses = torch.tensor(losses) + 0 * model_part
+    m.on_epoch_start(0)
+    return m.backward(losses, list(enc.parameters()), list(heads.parameters()))
+
+
+def dwa_epoch_without_steps(tmp):
+    m = methods.create("dwa", num_tasks=3)
+    m.on_epoch_start(0)
+    m.on_epoch_end(0)  # the trainer ran zero steps (trainer.max_steps_per_epoch=0, or an empty loader)
+
+
+def list_losses(tmp):
+    m = methods.create("ew", num_tasks=3)
+    p = torch.nn.Parameter(torch.ones(3))
+    m.backward([p[0], p[1], p[2]], [p])
+
+
+def excess_mtl_overflow(tmp):
+    torch.manual_seed(0)
+    m = methods.create("excess_mtl", num_tasks=2, robust_step_size=1e6)
+    G1 = torch.tensor([[1.0, 0.0], [0.0, 1e-3]])
+    m.aggregate(G1, torch.ones(2))
+    m.aggregate(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.ones(2))
+
+
+def read_npy_sample(tmp):
+    from datasets import nyuv2
+    from datasets.dense import DenseDataset
+
+    extra = damaged_nyuv2(tmp, workers=0)
+    ds = DenseDataset(nyuv2.LAYOUT, extra["bad"].parents[2], "train")
+    ds[2]
+
+
+def npy_in_worker(tmp):
+    from torch.utils.data import DataLoader
+    from datasets import nyuv2
+    from datasets.dense import DenseDataset
+
+    extra = damaged_nyuv2(tmp)
+    ds = DenseDataset(nyuv2.LAYOUT, extra["bad"].parents[2], "train")
+    list(DataLoader(ds, batch_size=1, num_workers=1))
+
+
+def verify_damaged_download(tmp):
+    """`download_data.py nyuv2 --verify-only` on a copy with one damaged file (not the first sample)."""
+    import dataclasses
+    from datasets import nyuv2
+
+    extra = damaged_nyuv2(tmp, workers=0)
+    layout = dataclasses.replace(nyuv2.LAYOUT, split_sizes={"train": 4, "val": 2}, image_size=(32, 64))
+    layout.verify(extra["bad"].parents[2], full=True)
+
+
+def random_bytes_npy(tmp):
+    from datasets import nyuv2
+    from datasets.dense import DenseDataset
+
+    root = nyuv2.write_fixture(tmp / "nyuv2", n_train=2, n_val=1, height=16, width=32)
+    (root / "train" / "image" / "1.npy").write_bytes(np.random.default_rng(0).bytes(500))
+    DenseDataset(nyuv2.LAYOUT, root, "train")[1]
+
+
+def damaged_jpeg(tmp, random_bytes=False):
+    from datasets.office import load_office, write_fixture
+
+    lists = write_fixture(tmp / "office", "office31", num_classes=2, per_class=[(2, 1, 1)] * 3)
+    jpg = sorted((tmp / "office" / "dslr").rglob("*.jpg"))[0]
+    jpg.write_bytes(np.random.default_rng(0).bytes(300) if random_bytes else jpg.read_bytes()[:200])
+    data = load_office("office31", tmp / "office", image_size=16, splits_dir=lists)
+    ds = data["train"]["dslr"]
+    for i in range(len(ds)):
+        ds[i]
+
+
+def qm9_cache(tmp, damage):
+    import datasets.qm9 as Q
+
+    ds = Q.QM9(root=tmp / "qm9", limit=20, progress=False)
+    pt, info = (Path(p) for p in ds.processed_paths)
+    damage(pt, info)
+    Q.QM9(root=tmp / "qm9", limit=20, progress=False)
+
+
+def qm9_root_is_a_file(tmp):
+    import datasets.qm9 as Q
+
+    f = tmp / "qm9_here"
+    f.write_text("not a folder")
+    old = os.environ.get("QM9_ROOT")
+    os.environ["QM9_ROOT"] = str(f)
+    try:
+        Q.QM9(limit=20, progress=False)
+    finally:
+        os.environ.pop("QM9_ROOT") if old is None else os.environ.__setitem__("QM9_ROOT", old)
+
+
+def create(name, num_tasks=3, **kw):
+    return lambda tmp: methods.create(name, num_tasks=num_tasks, **kw)
+
+
+API_CASES = [
+    # hyperparameters (declared next to each method, checked by methods.create)
+    ApiCase("unknown-key", create("db_mtl", betta=0.5), InvalidValue,
+            "method.betta: db_mtl has no hyperparameter 'betta' (did you mean method.beta?); db_mtl takes "
+            "method.alpha, method.balance_grads, method.beta"),
+    ApiCase("wrong-type", create("db_mtl", beta="abc"), InvalidValue,
+            "method.beta: db_mtl needs a number in [0, 1), got 'abc'; e.g. method.beta=0.9 (the default)"),
+    ApiCase("out-of-range", create("db_mtl", beta=1.5), InvalidValue, "db_mtl needs a number in [0, 1), got 1.5"),
+    ApiCase("unknown-choice", create("db_mtl", alpha="foo"), InvalidValue,
+            "method.alpha: db_mtl needs one of max, min, mean, median or a number > 0, got 'foo'"),
+    ApiCase("unknown-transform", create("pcgrad", loss_transform="sqrt"), InvalidValue,
+            "method.loss_transform: pcgrad needs one of identity, log, got 'sqrt'"),
+    ApiCase("stl-task", create("stl", task=7), InvalidValue,
+            "method.task: stl needs a task index from 0 to 2 (3 tasks), got 7"),
+    ApiCase("combo-unknown-part", create("combo", loss={"name": "nosuch"}), UnknownName,
+            "method.loss.name: combo has no loss-weighting method 'nosuch'; choose one of dwa, ew"),
+    ApiCase("combo-grad-part-as-loss", create("combo", loss="pcgrad"), InvalidCombination,
+            "is not a loss-weighting method"),
+    ApiCase("combo-part-bad-value", create("combo", loss={"name": "igbv1", "base_epoch": -1}), InvalidValue,
+            "method.loss.base_epoch: igbv1 needs an integer >= 0, got -1"),
+    ApiCase("combo-part-rep-grad", create("combo", grad={"name": "mgda", "rep_grad": True}), InvalidValue,
+            "method.grad.rep_grad: combo sets rep_grad for its parts; set method.rep_grad on the combination instead"),
+    ApiCase("nash-one-task", create("nash_mtl", num_tasks=1), InvalidValue,
+            "num_tasks: nash_mtl needs at least 2 tasks, got num_tasks=1"),
+    ApiCase("unknown-method", create("nosuch"), UnknownName, "method: unknown method 'nosuch'; choose one of"),
+    ApiCase("negative-lr-sdmgrad", create("sdmgrad", lr=-1.0), InvalidValue, "method.lr: sdmgrad needs a number > 0"),
+    ApiCase("zero-lr-famo", create("famo", w_lr=0.0), InvalidValue, "method.w_lr: famo needs a number > 0, got 0.0"),
+    ApiCase("mtadam-two-betas", create("mtadam", betas=[0.9, 0.999]), InvalidValue,
+            "method.betas: mtadam needs a list of 3 entries"),
+    ApiCase("cagrad-rescale", create("cagrad", rescale=3), InvalidValue, "method.rescale: cagrad needs one of 0, 1, 2"),
+    ApiCase("bool-for-number", create("gradvac", beta=True), InvalidValue, "method.beta: gradvac needs a number"),
+    ApiCase("igbv2-base-after-update", create("igbv2", base_epoch=3, update_after=3), InvalidValue,
+            "igbv2 needs base_epoch (3) < update_after (3)"),
+    # losses handed to `backward`
+    ApiCase("losses-as-list", list_losses, InvalidLoss, "losses must be a torch.Tensor of shape (3,), got a list"),
+    ApiCase("losses-wrong-shape", lambda tmp: methods.create("ew", num_tasks=3).backward(torch.ones(2), []),
+            InvalidLoss, "losses must have shape (3,) (3 tasks), got (2,)"),
+    ApiCase("negative-loss-db-mtl", lambda tmp: tiny_step("db_mtl", [1.0, -0.5, 2.0]), InvalidLoss,
+            "db_mtl, task 1: loss -0.5 is negative but the method takes its logarithm"),
+    ApiCase("negative-loss-si", lambda tmp: tiny_step("si", [-1.0, 0.5, 2.0]), InvalidLoss, "si, task 0: loss -1"),
+    ApiCase("negative-loss-igbv1", lambda tmp: tiny_step("igbv1", [1.0, 0.5, -2.0]), InvalidLoss,
+            "igbv1, task 2: loss -2"),
+    ApiCase("negative-loss-log-transform", lambda tmp: tiny_step("pcgrad", [1.0, -3.0, 2.0], loss_transform="log"),
+            InvalidLoss, "make the task loss non-negative (e.g. add a constant) or run with "
+                         "method.loss_transform=identity"),
+    ApiCase("negative-loss-stch", lambda tmp: tiny_step("stch", [1.0, -3.0, 2.0]), InvalidLoss,
+            "stch, task 1: loss -3 is negative"),
+    ApiCase("negative-loss-combo", lambda tmp: tiny_step("combo", [1.0, -3.0, 2.0],
+                                                         loss={"name": "igbv1"}, grad={"name": "pcgrad"}),
+            InvalidLoss, "igbv1, task 1: loss -3"),
+    # epoch statistics and solvers
+    ApiCase("dwa-no-step", dwa_epoch_without_steps, MissingEpochStatistics,
+            "dwa: no training step seen in epoch 0"),
+    ApiCase("excess-mtl-overflow", excess_mtl_overflow, SolverError, "lower method.robust_step_size"),
+    # damaged data files
+    ApiCase("truncated-npy", read_npy_sample, DatasetDamaged, "2.npy: not a readable .npy array"),
+    ApiCase("truncated-npy-worker", npy_in_worker, DatasetDamaged, "make data-nyuv2"),
+    ApiCase("verify-finds-damaged-file", verify_damaged_download, DatasetDamaged,
+            "train/depth/2.npy: not a readable .npy array"),
+    ApiCase("random-bytes-npy", random_bytes_npy, DatasetDamaged, "1.npy: not a readable .npy array"),
+    ApiCase("truncated-jpeg", damaged_jpeg, DatasetDamaged, "not a readable image"),
+    ApiCase("random-bytes-jpeg", lambda tmp: damaged_jpeg(tmp, random_bytes=True), DatasetDamaged,
+            "run `make data-office31` to extract it again"),
+    ApiCase("qm9-cache-truncated", lambda tmp: qm9_cache(tmp, lambda pt, info: pt.write_bytes(pt.read_bytes()[:999])),
+            DatasetDamaged, "cannot be read"),
+    ApiCase("qm9-cache-random-bytes",
+            lambda tmp: qm9_cache(tmp, lambda pt, info: pt.write_bytes(np.random.default_rng(1).bytes(4096))),
+            DatasetDamaged, "make data-qm9"),
+    ApiCase("qm9-cache-info-damaged", lambda tmp: qm9_cache(tmp, lambda pt, info: info.write_text("{")),
+            DatasetDamaged, "delete both files"),
+    ApiCase("qm9-root-is-a-file", qm9_root_is_a_file, InvalidValue, "is a file, but QM9 needs a folder"),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in API_CASES])
+def test_api(case: ApiCase, tmp_path):
+    with pytest.raises(case.raises) as err:
+        case.call(tmp_path)
+    msg = str(err.value)
+    assert case.message in msg, msg
+    assert "\n" not in msg and "Traceback" not in msg
+
+
+def test_catalogue_size():
+    assert len(CLI_CASES) + len(SCRIPT_CASES) + len(API_CASES) + 1 >= 30
+
+
+# ---- numerics that must stay finite -------------------------------------------------------------
+def test_excess_mtl_zero_first_gradient_stays_finite():
+    m = methods.create("excess_mtl", num_tasks=2)
+    m.aggregate(torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.ones(2))  # task 1: zero gradient at step 1
+    for _ in range(3):
+        agg = m.aggregate(torch.tensor([[1.0, 2.0], [0.5, -0.5]]), torch.ones(2))
+        assert torch.isfinite(agg.weights).all() and agg.weights.sum().item() == pytest.approx(2.0)
+    # risks r = sum g^2 / sqrt(sum of squared g so far): task 0 at step 1 is 1/1 + 4/2 = 3; task 1 gets
+    # its normaliser at its first non-zero gradient (step 2): 0.25/0.5 + 0.25/0.5 = 1
+    torch.testing.assert_close(m.initial_risk, torch.tensor([3.0, 1.0]), rtol=1e-5, atol=1e-6)
+
+
+def test_negative_loss_under_log_would_flip_the_gradient():
+    """Why negative losses are refused: d log(L + eps)/dL = 1/(L + eps) < 0 for L < -eps, so the
+    shared update would point uphill for that task."""
+    x = torch.tensor(-0.5, requires_grad=True)
+    torch.log(x + 1e-8).backward()
+    assert x.grad < 0
+
+
+# ---- readers that skip a damaged file and go on -------------------------------------------------
+def test_report_skips_a_damaged_summary(tmp_path, finished_run, capsys):
+    from mtl.report import load_summaries
+
+    good = place_finished(finished_run, tmp_path / "runs", seeds=(0, 1))
+    bad = tmp_path / "runs" / "synthetic" / "uw" / "seed0" / "summary.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"seed": 0, "metrics": {}}')  # valid JSON, but no delta_p / delta_m: hand-edited or foreign
+    df = load_summaries(tmp_path / "runs")
+    assert sorted(df["path"]) == sorted(str(p) for p in good)
+    err = capsys.readouterr().err
+    assert f"{bad}: damaged summary (no delta_p, delta_m); skipped" in err and len(err.strip().splitlines()) == 1
+
+
+def test_curves_stop_at_a_damaged_metrics_line(tmp_path, finished_run, capsys):
+    from mtl.plots import _read_metrics
+
+    run = place_finished(finished_run, tmp_path / "runs")[0]
+    first = (run / "metrics.jsonl").read_text().splitlines()[0]
+    (run / "metrics.jsonl").write_text(first + "\n" + first[: len(first) // 2] + "\n")  # torn second line
+    assert _read_metrics(run) == [json.loads(first)]
+    assert f"{run / 'metrics.jsonl'}:2: damaged line" in capsys.readouterr().err
