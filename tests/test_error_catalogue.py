@@ -7,9 +7,9 @@ finished runs) and returns {"args": [...], "env": {...}}; for a CLI case its arg
 small synthetic benchmark. Every command runs beside a finished run whose files are hashed before
 and after: no case may change or remove a finished result.
 
-CLI cases marked `xfail=LEAD_CLI` already print the right single `error:` line but exit with 1
-(today's handler); they are reported as expected failures only for that exit code. Once
-`python -m mtl.train` exits 2 for user errors, delete the `xfail=` so that exit code 1 fails them.
+RUN_CASES (at the end) cover the run itself: config values, damaged run-directory files, the
+environment (unwritable results folder, W&B online without key or network) and numerics.
+User errors exit with status 2 and print one `error: <Type>: <where>: <what>; <fix>` line.
 """
 from __future__ import annotations
 
@@ -125,19 +125,19 @@ def offline_env(tmp: Path) -> dict[str, Any]:
 # ---- `python -m mtl.train` ----------------------------------------------------------------------
 CLI_CASES = [
     Case("stl-task-out-of-range", ["method=stl", "method.task=7"],
-         message="method.task: stl needs a task index from 0 to 2 (3 tasks), got 7", xfail=LEAD_CLI),
+         message="method.task: stl needs a task index from 0 to 2 (3 tasks), got 7"),
     Case("beta-not-a-number", ["method=db_mtl", "method.beta=abc"],
-         message="method.beta: db_mtl needs a number in [0, 1), got 'abc'", xfail=LEAD_CLI),
+         message="method.beta: db_mtl needs a number in [0, 1), got 'abc'"),
     Case("misspelled-key-appended", ["method=db_mtl", "+method.betta=0.5"],
-         message="method.betta: db_mtl has no hyperparameter 'betta' (did you mean method.beta?)", xfail=LEAD_CLI),
+         message="method.betta: db_mtl has no hyperparameter 'betta' (did you mean method.beta?)"),
     Case("alpha-unknown-choice", ["method=db_mtl", "method.alpha=foo"],
-         message="method.alpha: db_mtl needs one of max, min, mean, median or a number > 0", xfail=LEAD_CLI),
+         message="method.alpha: db_mtl needs one of max, min, mean, median or a number > 0"),
     Case("combo-unknown-loss-part", ["method=combo", "method.loss.name=nosuch"],
-         message="method.loss.name: combo has no loss-weighting method 'nosuch'", xfail=LEAD_CLI),
+         message="method.loss.name: combo has no loss-weighting method 'nosuch'"),
     Case("dwa-no-training-step", ["method=dwa", "trainer.max_steps_per_epoch=0", "trainer.epochs=3"],
-         message="max_steps_per_epoch", xfail=LEAD_CLI),
+         message="max_steps_per_epoch"),
     Case("truncated-npy-in-worker", setup=damaged_nyuv2,
-         message="2.npy: not a readable .npy array", xfail=LEAD_CLI),
+         message="2.npy: not a readable .npy array"),
 ]
 
 
@@ -465,3 +465,148 @@ def test_curves_stop_at_a_damaged_metrics_line(tmp_path, finished_run, capsys):
     (run / "metrics.jsonl").write_text(first + "\n" + first[: len(first) // 2] + "\n")  # torn second line
     assert _read_metrics(run) == [json.loads(first)]
     assert f"{run / 'metrics.jsonl'}:2: damaged line" in capsys.readouterr().err
+
+
+# ---- the run: config values, run directory files, environment, numerics --------------------------
+# Each case is `python -m mtl.train <RUN_BASE> <args>` in a copy of a results root holding a killed run
+# (checkpoint, no summary), a finished run next to it (hashed before and after) and a checkpoint of a
+# model of another size; `prepare` damages the killed run's files first.
+from mtl.train import EXIT_USER_ERROR  # noqa: E402
+
+RUN_BASE = ["benchmark=synthetic", "benchmark.build.n_train=256", "logger=none", "trainer.progress=false",
+        "trainer.epochs=2", "method=db_mtl"]
+RUN_DIR = Path("synthetic") / "db_mtl" / "seed0"
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}  # no key, no mode from outside
+    env.update(WANDB_SILENT="true", WANDB_RUN_BASE_URL="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+               HTTP_PROXY="http://127.0.0.1:9", WANDB_CONFIG_DIR="/nonexistent-wandb-config", **extra)
+    return env
+
+
+@dataclass
+class RunCase:
+    id: str
+    args: list[str]
+    message: list[str]                   # substrings of the one error line
+    code: int = EXIT_USER_ERROR
+    prepare: Callable[[Path], None] | None = None   # damages the run dir (a finished run is next to it)
+    env: dict = field(default_factory=dict)
+    one_line: bool = True
+    base: list[str] = field(default_factory=lambda: list(RUN_BASE))  # the command before `args`
+
+
+def truncate_checkpoint(root):
+    p = root / RUN_DIR / "checkpoint.pt"
+    p.write_bytes(p.read_bytes()[:1000])
+
+
+def random_checkpoint(root):
+    (root / RUN_DIR / "checkpoint.pt").write_bytes(os.urandom(4096))
+
+
+def foreign_checkpoint(root):
+    shutil.copy(root / "other" / "checkpoint.pt", root / RUN_DIR / "checkpoint.pt")
+
+
+def corrupt_summary(root):
+    (root / RUN_DIR / "summary.json").write_text('{"delta_p": 1.2, "metr')
+
+
+def corrupt_metrics(root):
+    (root / RUN_DIR / "metrics.jsonl").write_text('{"epoch": 0, "tr\n')
+
+
+RUN_CASES = [
+    # config values
+    RunCase("epochs-zero", ["trainer.epochs=0"], ["trainer.epochs=0", "integer >= 1"]),
+    RunCase("epochs-negative", ["trainer.epochs=-1"], ["trainer.epochs=-1"]),
+    RunCase("epochs-text", ["trainer.epochs=abc"], ["trainer.epochs='abc'"]),
+    RunCase("seed-negative", ["seed=-1"], ["seed=-1", ">= 0"]),
+    RunCase("steps-zero", ["trainer.max_steps_per_epoch=0"], ["trainer.max_steps_per_epoch=0"]),
+    RunCase("checkpoint-every-zero", ["trainer.checkpoint_every=0"], ["trainer.checkpoint_every"]),
+    RunCase("selection-typo", ["benchmark.protocol.selection=best_vall"], ["best_vall", "best_val, best_test, last10"]),
+    RunCase("report-typo", ["benchmark.protocol.report=[last11]"], ["last11"]),
+    RunCase("grad-engine", ["grad_engine=bogus"], ["grad_engine='bogus'", "loop, batched, auto"]),
+    RunCase("lr-negative", ["benchmark.protocol.optimizer.lr=-0.1"], ["benchmark.protocol.optimizer.lr=-0.1", "non-negative"]),
+    RunCase("batch-size-zero", ["benchmark.build.batch_size=0"], ["benchmark.build.batch_size=0"]),
+    RunCase("threads-zero", ["threads=0"], ["threads=0"]),
+    RunCase("device-cuda-no-gpu", ["device=cuda"], ["device=cuda", "no usable CUDA GPU", "device=cpu"]),
+    RunCase("device-typo", ["device=gpu0"], ["device='gpu0'", "auto, cpu, cuda"]),
+    RunCase("gpu-benchmark-no-gpu", ["benchmark=nyuv2"], ["NoGPU", "pass device=cpu"], base=["logger=none"]),
+    RunCase("method-unknown", ["method=nosuch"], ["method=nosuch", "choose one of", "db_mtl"]),
+    RunCase("benchmark-unknown", ["benchmark=nosuch"], ["benchmark=nosuch", "synthetic"], base=["logger=none"]),
+    RunCase("method-key-typo", ["method.betta=0.5"], ["method.betta", "db_mtl has no hyperparameter 'betta'", "beta"]),
+    RunCase("method-key-typo-plus", ["+method.betta=0.5"], ["method=db_mtl", "betta"]),
+    RunCase("key-typo", ["trainer.epocs=3"], ["trainer.epocs", "did you mean trainer.epochs"]),
+    RunCase("run-key-typo", ["run.forse=true"], ["did you mean run.force"]),
+    RunCase("override-syntax", ["method.beta"], ["method.beta", "missing EQUAL"]),
+    RunCase("loss-transform", ["method.loss_transform=sqrt"], ["sqrt", "identity"]),
+    RunCase("beta-text", ["method.beta=abc"], ["method=db_mtl", "abc"]),
+    # logger
+    RunCase("logger-unknown-mode", ["logger=wandb", "logger.mode=bogus"], ["logger.mode='bogus'", "offline"]),
+    RunCase("wandb-online-no-key", ["logger=wandb", "logger.mode=online"], ["no W&B API key", "logger.mode=offline"]),
+    RunCase("wandb-online-no-network", ["logger=wandb", "logger.mode=online", "logger.init_timeout=5",
+                                     "logger.dir={root}/wandb"], ["W&B could not be reached", "logger.mode=offline"],
+         env={"WANDB_API_KEY": "x" * 40}),
+    # damaged run files (the run was killed after epoch 0; the summary case uses a finished run)
+    RunCase("checkpoint-truncated", [], ["checkpoint.pt", "cannot be read", "delete it"], prepare=truncate_checkpoint),
+    RunCase("checkpoint-random-bytes", [], ["checkpoint.pt", "cannot be read"], prepare=random_checkpoint),
+    RunCase("checkpoint-other-model", [], ["checkpoint.pt", "does not fit", "run.force=true"], prepare=foreign_checkpoint),
+    RunCase("summary-corrupt", [], ["summary.json", "damaged", "run.force=true"], prepare=corrupt_summary),
+    RunCase("metrics-corrupt-is-rebuilt", [], [], code=0, prepare=corrupt_metrics),
+    # environment
+    RunCase("results-not-writable", ["run.root=/sys/mtl-runs"], ["cannot create /sys/mtl-runs", "run.root="]),
+    RunCase("results-under-a-file", ["run.root=/dev/null/runs"], ["cannot create /dev/null/runs"]),
+    # numerics
+    RunCase("nan-loss", ["benchmark.protocol.optimizer.lr=1e20", "run.tag=_nan"],
+         ["non-finite loss", "run.force=true", "run.tag"]),
+]
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    """A results root with a killed run (checkpoint, no summary), a finished run (seed 1) and a
+    checkpoint of a model of another size."""
+    root = tmp_path_factory.mktemp("catalogue")
+    env = _env(WANDB_MODE="disabled")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "mtl.train", *RUN_BASE, f"run.root={root}", *a],  # noqa: E731
+                                    cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run("trainer.kill_after_epoch=0").returncode == -9
+    assert run("seed=1").returncode == 0
+    other = run("benchmark.build.hidden=16", "run.tag=_other", "trainer.kill_after_epoch=0")
+    assert other.returncode == -9, other.stderr[-1500:]
+    (root / "other").mkdir()
+    shutil.copy(root / "synthetic" / "db_mtl_other" / "seed0" / "checkpoint.pt", root / "other")
+    return root
+
+
+def finished_digest(root: Path) -> dict[str, str]:
+    finished = root / "synthetic" / "db_mtl" / "seed1"
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(finished.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=[c.id for c in RUN_CASES])
+def test_run_error_catalogue(case, campaign, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(campaign, root)
+    if case.prepare is not None:
+        case.prepare(root)
+    before = finished_digest(root)
+    args = [a.replace("{root}", str(root)) for a in case.args]
+    if not any(a.startswith("run.root=") for a in args):
+        args.append(f"run.root={root}")
+    r = subprocess.run([sys.executable, "-m", "mtl.train", *case.base, *args], cwd=REPO,
+                       env=_env(**({"WANDB_MODE": "disabled"} if "logger=wandb" not in case.args else {}), **case.env),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == case.code, r.stdout[-1500:] + r.stderr[-1500:]
+    if case.code:
+        lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("wandb:")]
+        assert lines and lines[-1].startswith("error:"), r.stderr[-1500:]
+        if case.one_line:
+            assert len([line for line in lines if not line.startswith("[")]) == 1, r.stderr[-1500:]
+        for text in case.message:
+            assert text in lines[-1], (text, lines[-1])
+        assert "Traceback" not in r.stderr
+    assert finished_digest(root) == before  # the finished run next to it is untouched

@@ -104,7 +104,7 @@ def gradvac(G: torch.Tensor, rho: torch.Tensor, sizes: Sequence[int], beta: floa
 @register
 class GradVac(GradientMethod):
     name = "gradvac"
-    hparams = {"beta": Real(ge=0, le=1), "group_type": Choice(0, 1, 2)}
+    hparams = {"beta": Real(ge=0, le=1), "group_type": Choice(0, 1, 2), "ema_update": Choice(*EMA_UPDATES)}
     _state_attrs = ("rho", "layers")
 
     def __init__(self, num_tasks: int, *, beta: float = 0.5, group_type: int = 0, ema_update: str = "all",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from mtl.methods._hparams import Choice
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods.registry import register
 
@@ -47,6 +48,7 @@ HEAD_GRADS = ("plain", "weighted")
 @register
 class IMTLG(GradientMethod):
     name = "imtl_g"
+    hparams = {"head_grads": Choice(*HEAD_GRADS)}
     supports_rep_grad = True
 
     def __init__(self, num_tasks: int, *, head_grads: str = "plain", **kwargs):

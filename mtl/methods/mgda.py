@@ -139,7 +139,8 @@ def gradient_normalisers(G: torch.Tensor, losses: torch.Tensor, kind: str) -> to
 @register
 class MGDA(GradientMethod):
     name = "mgda"
-    hparams = {"mgda_gn": Choice(*NORMALISERS), "max_iter": Int(ge=1), "on_solver_error": Choice("count", "raise")}
+    hparams = {"mgda_gn": Choice(*NORMALISERS), "max_iter": Int(ge=1), "on_solver_error": Choice("count", "raise"),
+               "head_grads": Choice(*HEAD_GRADS), "solver_dtype": Choice(*sorted(SOLVER_DTYPES))}
     supports_rep_grad = True
     _state_attrs = ("solver_failures_total",)
 
