@@ -108,7 +108,7 @@ def damaged_nyuv2(tmp: Path, workers: int = 1) -> dict[str, Any]:
     bad = root / "train" / "depth" / "2.npy"
     bad.write_bytes(bad.read_bytes()[:90])  # truncated inside the header, as an interrupted copy leaves it
     b = "benchmark.build"
-    return {"args": ["benchmark=nyuv2", f"{b}.root={root}", f"{b}.image_size=null", f"{b}.split_sizes=null",
+    return {"args": ["benchmark=nyuv2", "device=cpu", f"{b}.root={root}", f"{b}.image_size=null", f"{b}.split_sizes=null",
                      f"{b}.num_workers={workers}", f"{b}.train_batch_size=2", f"{b}.test_batch_size=2",
                      f"{b}.pretrained=false", f"{b}.backbone=tiny", f"{b}.dilated=false", f"{b}.head_channels=8"],
             "bad": bad}
