@@ -217,7 +217,7 @@ class Trainer:
             total = min(total, int(cfg.trainer.max_steps_per_epoch))
         stats = EpochStats()
         shared, task_params = model.shared_parameters(), model.task_parameters()
-        bar = _progress(total, f"epoch {epoch + 1}/{cfg.trainer.epochs}", cfg.trainer.progress)
+        bar = _progress(total, epoch, cfg, bench.task_names)
         steps = 0
         for batch in bench.train_batches(epoch, seed):
             if steps >= total:
@@ -242,8 +242,7 @@ class Trainer:
             for key, value in info.items():
                 stats.add(f"method/{key}", value)
             steps += 1
-            bar.update(1)
-            bar.set_postfix_str(" ".join(f"{v:.3g}" for v in (stats.sums["train_loss"] / steps).tolist()))
+            bar.update(1, losses=lambda: (stats.sums["train_loss"] / steps).tolist())
         bar.close()
         method.on_epoch_end(epoch)
         out = stats.means()
@@ -329,8 +328,10 @@ class Trainer:
         return "[mtl] " + " | ".join(parts)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+def _progress(total: int, epoch: int, cfg: DictConfig, task_names):
+    """A bar on a terminal, plain lines (per epoch, every trainer.log_every_steps) elsewhere."""
+    from mtl.progress import Progress
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5)
+    return Progress(total, epoch, int(cfg.trainer.epochs), task_names=task_names,
+                    enabled=bool(cfg.trainer.progress), log_every=cfg.trainer.get("log_every_steps"),
+                    stream=sys.stderr)
