@@ -38,6 +38,10 @@ from mtl.report import aggregate, delta_table_markdown, load_summaries  # noqa: 
 # DB-MTL paper's QM9 table (Table 3).
 DEFAULT_METHODS = ["db_mtl", "ew", "uw", "gls", "rlw"]
 DEFAULT_CURVES = ["db_mtl", "uw"]  # DB-MTL (gradient balancing) and a loss-weighting method
+# metrics.jsonl keys of the balancing diagnostics: the task weights (a method's own weights, else the
+# coefficients it applies to its momentum gradients, as DB-MTL does) and the per-task gradient norms
+WEIGHT_KEYS = (("method/weights", "task weights"), ("method/buffer_coeffs", "task weights (on EMA gradients)"))
+GRAD_NORMS = ("method/grad_norms", "gradient norm ‖g_t‖")
 LOG_TAIL = 15  # lines of a failed run's log shown in the error
 
 NEXT_STEPS = """\
@@ -189,8 +193,11 @@ def balancing_plot(runs: dict[str, str], out: Path, title: str) -> Path | None:
     panels = []
     for method, run_dir in runs.items():
         hist = _history(run_dir)
-        for key, label in (("method/weights", "task weights"), ("method/grad_norms", "gradient norm ‖g_t‖")):
-            if hist and key in hist[0]:
+        if not hist:
+            continue
+        weights = next(((k, label) for k, label in WEIGHT_KEYS if k in hist[0]), None)
+        for key, label in ([weights] if weights else []) + [GRAD_NORMS]:
+            if key in hist[0]:
                 panels.append((method, label, hist, key))
     if not panels:
         return None

@@ -37,7 +37,8 @@ def test_demo_prints_table_and_writes_figures(tmp_path, capsys):
 
 def test_balancing_plot_has_a_panel_per_logged_diagnostic(tmp_path, monkeypatch):
     demo = _demo()
-    for name, keys in (("a", ["method/weights", "method/grad_norms"]), ("b", ["method/weights"])):
+    for name, keys in (("a", ["method/buffer_coeffs", "method/grad_norms"]), ("b", ["method/weights"]),
+                       ("c", ["method/solver_failures"])):
         d = tmp_path / name
         d.mkdir()
         rows = [{"epoch": e, "train_loss": {"x": 1.0, "y": 2.0}, **{k: [1.0 + e, 0.5] for k in keys}}
@@ -49,9 +50,10 @@ def test_balancing_plot_has_a_panel_per_logged_diagnostic(tmp_path, monkeypatch)
     real = matplotlib.figure.Figure.savefig
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
                         lambda fig, *a, **k: (panels.append([ax.get_title() for ax in fig.axes]), real(fig, *a, **k)))
-    out = demo.balancing_plot({"a": str(tmp_path / "a"), "b": str(tmp_path / "b")}, tmp_path / "bal.png", "t")
+    runs = {n: str(tmp_path / n) for n in "abc"}
+    out = demo.balancing_plot(runs, tmp_path / "bal.png", "t")
     assert out.exists()
-    assert panels[0] == ["a: task weights", "a: gradient norm ‖g_t‖", "b: task weights"]
+    assert panels[0] == ["a: task weights (on EMA gradients)", "a: gradient norm ‖g_t‖", "b: task weights"]
 
 
 def test_failed_run_stops_with_its_log(tmp_path):
