@@ -1,6 +1,6 @@
 """`make demo`: train DB-MTL and paper baselines on a CPU-sized QM9 and show what they did.
 
-    python scripts/demo.py [--benchmark qm9_small] [--methods db_mtl ew uw gls rlw] [--seeds 0]
+    python scripts/demo.py [--benchmark qm9_small] [--methods db_mtl uw ew rlw] [--seeds 0]
                            [--jobs N] [overrides ...]
 
 Every (method, seed) trains in its own process (`python -m mtl.train`), `--jobs` at a time (default:
@@ -34,9 +34,11 @@ if str(PROJECT) not in sys.path:  # `python scripts/demo.py` without an install
 from mtl.report import aggregate, delta_table_markdown, load_summaries  # noqa: E402
 
 # The slowest first, so the parallel runs finish together: DB-MTL makes one backward pass per task
-# (11 on QM9), the loss-weighting baselines one per step. EW, UW, GLS and RLW are baselines of the
-# DB-MTL paper's QM9 table (Table 3).
-DEFAULT_METHODS = ["db_mtl", "ew", "uw", "gls", "rlw"]
+# (11 on QM9), the loss-weighting baselines one per step. UW, EW and RLW are baselines of the DB-MTL
+# paper's QM9 table (Table 3). Their order on qm9_small was measured stable (two seeds, twice the
+# budget: results/demo/ranking_stability.md); GLS, also measured, swapped places with UW and EW
+# between seeds and budgets (results/demo/ranking_stability_with_gls.md), so it is not in the demo.
+DEFAULT_METHODS = ["db_mtl", "uw", "ew", "rlw"]
 DEFAULT_CURVES = ["db_mtl", "uw"]  # DB-MTL (gradient balancing) and a loss-weighting method
 # metrics.jsonl keys of the balancing diagnostics: the task weights (a method's own weights, else the
 # coefficients it applies to its momentum gradients, as DB-MTL does) and the per-task gradient norms

@@ -6,8 +6,8 @@ methods at twice the budget.
     python scripts/demo_stability.py [--benchmark qm9_small] [--methods ...] [--seeds 0 1] [--out results/demo]
 
 Runs go to results/runs/demo_stability/{1x,2x}/ (finished runs are skipped). Writes
-<out>/ranking_stability.csv (budget, epochs, seed, method, delta_p, rank; rank 1 = best) and
-<out>/ranking_stability.md (the checks, the command, wall times and the machine's load).
+<out>/<name>.csv (budget, epochs, seed, method, delta_p, rank; rank 1 = best) and <out>/<name>.md
+(the checks, the command, wall times and the machine's load); --name defaults to ranking_stability.
 """
 from __future__ import annotations
 
@@ -71,6 +71,18 @@ def checks(df: pd.DataFrame, seeds: list[int]) -> list[tuple[str, bool, str]]:
     return out
 
 
+def closest_pairs(df: pd.DataFrame) -> list[str]:
+    """Per (budget, seed): the two neighbouring methods with the smallest Δp gap (how close a swap is)."""
+    out = []
+    for (budget, seed), g in df.groupby(["budget", "seed"]):
+        g = g.sort_values("rank")
+        gaps = [(a.delta_p - b.delta_p, a.method, b.method) for a, b in zip(g.itertuples(), g.iloc[1:].itertuples())]
+        if gaps:
+            gap, a, b = min(gaps)
+            out.append(f"{budget} seed {seed}: {a} - {b} {gap:.1f} points")
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     demo = _demo()
@@ -80,8 +92,9 @@ def main(argv=None) -> None:
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--root", default="results/runs/demo_stability")
     ap.add_argument("--out", default="results/demo")
+    ap.add_argument("--name", default="ranking_stability", help="file stem of the outputs in --out")
     args = ap.parse_args(argv)
-    command = "python scripts/demo_stability.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(["python scripts/demo_stability.py", shlex.join(argv if argv is not None else sys.argv[1:])]).strip()
     epochs = int(compose([f"benchmark={args.benchmark}"]).benchmark.protocol.epochs)
     budgets = {"1x": epochs, "2x": 2 * epochs}
     root, out = Path(args.root), Path(args.out)
@@ -97,17 +110,21 @@ def main(argv=None) -> None:
     df = rankings(root, args.benchmark, budgets, args.methods)
     results = checks(df, args.seeds)
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "ranking_stability.csv", index=False, float_format="%.4f")
+    df.to_csv(out / f"{args.name}.csv", index=False, float_format="%.4f")
     stable = all(ok for _, ok, _ in results)
     lines = [f"# Ranking stability of `make demo` ({args.benchmark})", "",
              f"Verdict: **{'stable' if stable else 'NOT stable'}**", "",
              *[f"- {'PASS' if ok else 'FAIL'}: {name} ({detail})" for name, ok, detail in results], "",
+             "Closest neighbours in each ranking (a gap this small can swap with another seed):",
+             *[f"- {line}" for line in closest_pairs(df)], "",
              f"Command: `{command}`", "",
              f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node() or '?'} "
              f"({demo.cpu_count()} CPU cores available, shared with other users), total {time.perf_counter() - t0:.0f} s:",
              *[f"- {n}" for n in notes], "",
-             "Δp per run and rank: ranking_stability.csv (Δp against the benchmark's STL reference).", ""]
-    (out / "ranking_stability.md").write_text("\n".join(lines))
+             f"Runs that were already finished are reused, not retrained (their own training times are in "
+             f"each summary.json → wall_time_s). Δp per run and rank: {args.name}.csv (Δp against the "
+             f"benchmark's STL reference).", ""]
+    (out / f"{args.name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
     print(df.to_string(index=False))
 

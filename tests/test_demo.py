@@ -79,3 +79,14 @@ def test_stability_checks():
     assert [passed for _, passed, _ in stab.checks(middle_swapped, [0, 1])] == [True, True, False]
     worst_differs = table({("1x", 0): "abc", ("1x", 1): "acb", ("2x", 0): "abc"})
     assert [passed for _, passed, _ in stab.checks(worst_differs, [0, 1])] == [True, False, True]
+
+
+def test_stability_closest_pairs():
+    spec = importlib.util.spec_from_file_location("demo_stability", ROOT / "scripts" / "demo_stability.py")
+    stab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stab)
+    import pandas as pd
+
+    df = pd.DataFrame({"budget": ["1x"] * 3, "seed": [0] * 3, "method": ["a", "b", "c"],
+                       "delta_p": [-1.0, -1.5, -9.0], "rank": [1, 2, 3]})
+    assert stab.closest_pairs(df) == ["1x seed 0: a - b 0.5 points"]
