@@ -128,7 +128,8 @@ def report_table(agg: pd.DataFrame, per_task: pd.DataFrame) -> str:
     header = ["method", "Δp (%) ↑", "Δm (%) ↓", "seeds", "time (s)", *tasks]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in agg.iterrows():
-        cells = [r["method"], f"{r['delta_p']:+.1f} ± {r['delta_p_std']:.1f}", f"{r['delta_m']:+.1f}",
+        spread = f" ± {r['delta_p_std']:.1f}" if r["seeds"] > 1 else ""  # std over seeds
+        cells = [r["method"], f"{r['delta_p']:+.1f}{spread}", f"{r['delta_m']:+.1f}",
                  str(int(r["seeds"])), f"{r['wall_time_s']:.0f}",
                  *[f"{per_task.loc[r['method'], t]:+.0f}" for t in tasks]]
         lines.append("| " + " | ".join(cells) + " |")
