@@ -70,7 +70,10 @@ def prepare_data(benchmark: str, overrides: list[str] = ()) -> None:
     from mtl.trainer import build_benchmark
 
     t0 = time.perf_counter()
-    build_benchmark(compose([f"benchmark={benchmark}", *overrides]))
+    cfg = compose([f"benchmark={benchmark}", *overrides])
+    if "progress" in cfg.benchmark.build:  # a build progress bar only on a terminal (no \r in log files)
+        cfg.benchmark.build.progress = bool(cfg.benchmark.build.progress) and sys.stderr.isatty()
+    build_benchmark(cfg)
     print(f"[demo] {benchmark} data ready ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 

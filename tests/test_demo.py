@@ -90,3 +90,18 @@ def test_stability_closest_pairs():
     df = pd.DataFrame({"budget": ["1x"] * 3, "seed": [0] * 3, "method": ["a", "b", "c"],
                        "delta_p": [-1.0, -1.5, -9.0], "rank": [1, 2, 3]})
     assert stab.closest_pairs(df) == ["1x seed 0: a - b 0.5 points"]
+
+
+def test_demo_default_benchmark_tiny(tmp_path, capsys):
+    """The default path (qm9_small: real QM9 molecules on bond graphs, the default methods and curves)
+    shrunk to two steps per run on a 2,000-molecule build."""
+    demo = _demo()
+    tables = tmp_path / "tables"
+    demo.main(["--root", str(tmp_path / "runs"), "--tables", str(tables), "trainer.epochs=1",
+               "trainer.max_steps_per_epoch=2", f"benchmark.build.root={tmp_path / 'qm9'}",
+               "benchmark.build.limit=2000", "benchmark.build.subset={train:32,val:16,test:16}"])
+    out = capsys.readouterr().out
+    for method in demo.DEFAULT_METHODS:
+        assert f"| {method} |" in out
+    assert "| mu | alpha | homo | lumo | r2 | zpve | U0 | U | H | G | cv |" in out
+    assert (tables / "demo_qm9_small_balancing.png").stat().st_size > 5000
