@@ -333,8 +333,9 @@ class Trainer:
             stats.load_state_dict(partial["stats"], self.device)
             set_rng_state(rng)  # after skipping: loading batches may draw random numbers
         shared, task_params = model.shared_parameters(), model.task_parameters()
-        bar = _progress(total, f"epoch {epoch + 1}/{cfg.trainer.epochs}", cfg.trainer.progress)
-        bar.update(start)
+        bar = _progress(total, epoch, cfg, bench.task_names)
+        if start:
+            bar.update(start)
         steps = start
         signal_at = cfg.trainer.get("signal_after_steps")
         for batch in batches:
@@ -366,8 +367,7 @@ class Trainer:
             steps += 1
             if signal_at is not None and global_step + steps - start == int(signal_at):
                 os.kill(os.getpid(), signal.SIGUSR1)  # testing aid: a preemption signal mid-epoch
-            bar.update(1)
-            bar.set_postfix_str(" ".join(f"{v:.3g}" for v in (stats.sums["train_loss"] / stats.counts["train_loss"]).tolist()))
+            bar.update(1, losses=lambda: stats.mean("train_loss").tolist())
         bar.close()
         method.on_epoch_end(epoch)
         out = stats.results()
@@ -477,8 +477,10 @@ class Trainer:
         return "[mtl] " + " | ".join(parts)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+def _progress(total: int, epoch: int, cfg: DictConfig, task_names):
+    """A bar on a terminal, plain lines (per epoch, every trainer.log_every_steps) elsewhere."""
+    from mtl.progress import Progress
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5)
+    return Progress(total, epoch, int(cfg.trainer.epochs), task_names=task_names,
+                    enabled=bool(cfg.trainer.progress), log_every=cfg.trainer.get("log_every_steps"),
+                    stream=sys.stderr)

@@ -14,7 +14,6 @@ from mtl import methods  # noqa: E402
 from mtl.benchmarks import qm9 as B  # noqa: E402
 from mtl.delta import delta_m, delta_p  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmark"
 LIMIT = 2000
 SUBSET = {"train": 48, "val": 24, "test": 24}
 
@@ -76,6 +75,19 @@ def test_transform_complete_distance(bench):
     bonded = {tuple(p): a for p, a in zip(raw.edge_index.t().tolist(), raw.edge_attr.tolist())}
     for k, p in enumerate(zip(r.tolist(), c.tolist())):
         assert d.edge_attr[k, :4].tolist() == bonded.get(p, [0.0, 0.0, 0.0, 0.0])
+
+
+def test_transform_bonds_distance(bench):
+    """graph=bonds (CPU demo): the molecule's own bond edges with their 4-d one-hot, plus the distance."""
+    raw = bench.dataset.get(int(bench.split_positions["train"][0]))
+    d = B.reference_transform("bonds")(raw.clone())
+    assert torch.equal(d.edge_index, raw.edge_index) and d.edge_attr.shape == (raw.edge_index.shape[1], 5)
+    assert torch.equal(d.edge_attr[:, :4], raw.edge_attr)
+    r, c = d.edge_index
+    assert torch.allclose(d.edge_attr[:, 4], (d.pos[r] - d.pos[c]).norm(dim=1))
+    assert d.edge_index.shape[1] < d.num_nodes * (d.num_nodes - 1) / 4  # far sparser than complete
+    with pytest.raises(ValueError, match="graph='knn' unknown"):
+        B.reference_transform("knn")
 
 
 def _step(bench, method, optimizer, batch, rep_grad=False):
@@ -154,7 +166,10 @@ def test_evaluate_pooled_in_reported_units(bench):
 
 
 def test_configs_and_deltas():
-    cfg = {n: OmegaConf.load(CONFIGS / f"{n}.yaml") for n in ("qm9", "qm9_nashmtl", "qm9_small")}
+    from mtl.train import compose
+
+    # composed as the runner does: qm9_small inherits qm9.yaml through its defaults list
+    cfg = {n: compose([f"benchmark={n}"]).benchmark for n in ("qm9", "qm9_nashmtl", "qm9_small")}
     tasks = [B.TaskSpec(n, (B.MetricSpec("mae", False),)) for n in B.DEFAULT_TASK_NAMES]
     for name, c in cfg.items():
         assert c.name == name and c.build._target_ == "mtl.benchmarks.qm9.build"
@@ -174,6 +189,12 @@ def test_configs_and_deltas():
     assert delta_p({k: {"mae": v} for k, v in ew.items()}, ref, tasks) == pytest.approx(-146.3, abs=0.3)
     worse = {k: {"mae": v["mae"] * 1.1} for k, v in ref.items()}
     assert delta_p(worse, ref, tasks) == pytest.approx(-10.0)
+    # the CPU variant changes only data size, graph, width and budget, and has its own STL reference
+    small, full = cfg["qm9_small"], cfg["qm9"]
+    assert small.build.graph == "bonds" and full.build.graph == "complete" and small.build.dim < full.build.dim
+    assert small.protocol.optimizer == full.protocol.optimizer and small.protocol.scheduler == full.protocol.scheduler
+    assert small.build.split == full.build.split and small.protocol.selection == full.protocol.selection
+    assert "own STL runs of qm9_small" in small.protocol.reference.source
     base = OmegaConf.to_container(cfg["qm9_nashmtl"].protocol.reference.metrics)
     assert base["homo"]["mae"] == 60.576 and base["cv"]["mae"] == 0.07212
     assert delta_m({k: {"mae": v["mae"] * 1.2} for k, v in base.items()}, base, tasks) == pytest.approx(20.0)

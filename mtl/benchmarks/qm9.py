@@ -3,7 +3,8 @@
 Data: `datasets.qm9.QM9` (PyG's QM9 rebuilt offline from qm9pack, same molecules and order).
 Each item gets the references' on-the-fly transforms: `Complete` (fully connected graph without
 self loops; bonded pairs keep their 4-d bond one-hot, others zeros) + `Distance(norm=False)`
-(appends the distance in Å), so edges carry 5 features.
+(appends the distance in Å), so edges carry 5 features. `graph="bonds"` (CPU demo only) skips
+`Complete`: edges are the chemical bonds, with the same 5 features.
 
 Targets are z-scored with the mean/std over ALL loaded molecules (train, val and test): the
 quirk of both references (LibMTL z-scores `dataset.data.y`; nash-mtl's `train_dataset.data.y`
@@ -58,8 +59,18 @@ class Complete:
         return "Complete()"
 
 
-def reference_transform():
-    return Compose([Complete(), Distance(norm=False)])
+GRAPHS = ("complete", "bonds")
+
+
+def reference_transform(graph: str = "complete"):
+    """Per-item transform: `complete` = the references' Complete + Distance (n(n-1) edges per
+    molecule); `bonds` = the chemical bonds only + Distance (same 5-d edge features, ~8x fewer
+    edges on QM9, so the edge network -- most of the MPNN's cost -- runs ~8x less)."""
+    if graph == "complete":
+        return Compose([Complete(), Distance(norm=False)])
+    if graph == "bonds":
+        return Distance(norm=False)
+    raise ValueError(f"qm9: graph={graph!r} unknown; choose one of {GRAPHS}")
 
 
 def split_indices(kind: str = "libmtl", n_test: int = 10_000, n_val: int = 10_000, seed: int = 42,
@@ -97,7 +108,8 @@ class QM9Benchmark(Benchmark):
                  split_seed: int = 42, n_test: int = 10_000, n_val: int = 10_000,
                  limit: int | None = None, subset: dict | None = None, batch_size: int = 128,
                  eval_batch_size: int | None = None, features: str = "pyg", ghost_bonds: bool = True,
-                 dim: int = 64, num_workers: int = 0, progress: bool = True, share_edge_weights: bool = True):
+                 dim: int = 64, num_workers: int = 0, progress: bool = True, share_edge_weights: bool = True,
+                 graph: str = "complete"):
         targets, task_names = [int(t) for t in targets], list(task_names)
         if len(targets) != len(task_names):
             raise ValueError(f"qm9: {len(targets)} targets but {len(task_names)} task names")
@@ -105,7 +117,7 @@ class QM9Benchmark(Benchmark):
         if bad:
             raise ValueError(f"qm9: target indices {bad} outside 0..{len(TARGETS) - 1}")
         self.targets = targets
-        self.dataset = QM9(root=root, transform=reference_transform(), features=features,
+        self.dataset = QM9(root=root, transform=reference_transform(graph), features=features,
                            ghost_bonds=ghost_bonds, limit=limit, progress=progress)
         y = self.dataset._data.y[:, targets]
         # Reference quirk: statistics over every loaded molecule (float32, unbiased std, as torch).
