@@ -46,9 +46,6 @@ data-nyuv2: install
 data-cityscapes: install
 	$(PY) scripts/download_data.py cityscapes --root $${CITYSCAPES_ROOT:-data/cityscapes}
 
-data-qm9: install
-	$(PY) -c "from datasets.qm9 import QM9; QM9(force_reload=True)"
-
 data-office31: install
 	$(PY) scripts/download_data.py office31 --root $${OFFICE31_ROOT:-data/office31}
 

@@ -281,7 +281,6 @@ def test_misspelled_selection_rule_fails_before_training(tmp_path):
 
 
 # ---- 9. solver failures add up -------------------------------------------------------------------
-@methods.register
 class FailsOnOddSteps(LossWeighting):
     """Test double: reports one failed solve on odd steps, plus a running total (as Nash-MTL does)."""
 
@@ -301,7 +300,17 @@ class FailsOnOddSteps(LossWeighting):
         return {**info, "solver_failures": failed, "solver_failures_total": self.total}
 
 
-def test_solver_failures_are_per_step_counts_summed_per_epoch_and_run(tmp_path):
+@pytest.fixture
+def failing_method():
+    """Registered for one test only: registry-wide tests must not see the test double."""
+    from mtl.methods.registry import _REGISTRY
+
+    methods.register(FailsOnOddSteps)
+    yield FailsOnOddSteps
+    _REGISTRY.pop(FailsOnOddSteps.name)
+
+
+def test_solver_failures_are_per_step_counts_summed_per_epoch_and_run(tmp_path, failing_method):
     from mtl.trainer import Trainer
 
     cfg = compose([*SHORT, "trainer.epochs=3", f"run.root={tmp_path}", "device=cpu"])

@@ -54,7 +54,8 @@ def check_losses(method: "Method", losses, *, values: bool = True) -> None:
         raise InvalidLoss(f"{method.name}.backward(losses)", f"losses must have shape {expected} "
                           f"({method.num_tasks} tasks), got {tuple(losses.shape)}", how)
     takes_log = method.loss_transform == "log" or method.logs_losses
-    if values and takes_log and bool((losses.detach() < 0).any()):
+    has_values = losses.device.type != "meta"  # meta tensors (placement checks) carry no values
+    if values and takes_log and has_values and bool((losses.detach() < 0).any()):
         rows = losses.detach().reshape(-1, method.num_tasks)
         b, t = (rows < 0).nonzero()[0].tolist()
         fix = ("make the task loss non-negative (e.g. add a constant) or use a method without a log"
