@@ -6,8 +6,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOAD = """
-import sys
+import os, sys, time
 from datasets.qm9 import QM9
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):  # all processes start building at the same moment
+    time.sleep(0.01)
 ds = QM9(root=sys.argv[1], limit=300, progress=True)
 print(len(ds), float(ds._data.y.sum()), flush=True)
 """
@@ -16,12 +19,16 @@ print(len(ds), float(ds._data.y.sum()), flush=True)
 def test_concurrent_processes_build_the_cache_once(tmp_path):
     # PyG prints "Processing..." when it builds, except under pytest (PYTEST_CURRENT_TEST)
     env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}, "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", LOAD, str(tmp_path)], cwd=ROOT, env=env,
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", LOAD, str(tmp_path), str(go)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
     results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
     assert all(rc == 0 for rc, _, _ in results), [err[-1500:] for _, _, err in results]
     assert len({out.splitlines()[-1] for _, out, _ in results}) == 1  # all loaded the same molecules
-    assert sum("waiting for it" in out for _, out, _ in results) >= 1
+    assert sum("waiting for it" in out for _, out, _ in results) == 3  # the others waited for the builder
     builders = sum("Processing" in err for _, _, err in results)
     assert builders == 1, [err[-500:] for _, _, err in results]
     processed = tmp_path / "processed"
