@@ -12,6 +12,7 @@ from pathlib import Path
 WRITERS = {
     "nyuv2": "datasets.nyuv2",
     "cityscapes": "datasets.cityscapes",
+    "qm9": "datasets.qm9",
 }
 
 
