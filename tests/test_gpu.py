@@ -121,25 +121,6 @@ def overrides(bench: str, data) -> list[str]:
     return out + [f"{b}.pretrained=false", f"{b}.backbone=tiny", f"{b}.dilated=false", f"{b}.head_channels=8"]
 
 
-# ---- every method, two steps, every benchmark ---------------------------------------------------
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("bench", BENCHMARKS)
-def test_two_steps_on_device(bench, method, data, train):
-    from mtl.errors import InvalidCombination
-
-    t0 = time.perf_counter()
-    try:
-        run_dir = train([*overrides(bench, data), f"method={method}", "run.checkpoint=false"])
-    except InvalidCombination as err:  # e.g. rep-grad methods on models without one representation
-        record("two_steps", bench, method, metric="refused", value=str(err).split(";")[0][:80])
-        return
-    s = json.loads((run_dir / "summary.json").read_text())
-    assert s["steps"] == 2 and s["device"].startswith(torch.device(DEVICE).type)
-    values = [v for m in s["metrics"].values() for v in m.values()]
-    assert all(v == v for v in values), f"{bench}/{method}: NaN metric {s['metrics']}"
-    record("two_steps", bench, method, metric="seconds", value=round(time.perf_counter() - t0, 2))
-
-
 # ---- kill and resume on the device --------------------------------------------------------------
 def _stateful(name: str) -> bool:
     m = methods.create(name, num_tasks=3, **_bench_step().method_config(name))
@@ -279,3 +260,22 @@ def test_loop_and_batched_engines_agree_on_device(bench, data):
             assert (gl is None) == (gb is None) or (gl is None and not gb.any()) or (gb is None and not gl.any())
             if gl is not None and gb is not None:
                 torch.testing.assert_close(gl, gb, rtol=1e-4, atol=1e-6)
+
+
+# ---- every method, two steps, every benchmark ---------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("bench", BENCHMARKS)
+def test_two_steps_on_device(bench, method, data, train):
+    from mtl.errors import InvalidCombination
+
+    t0 = time.perf_counter()
+    try:
+        run_dir = train([*overrides(bench, data), f"method={method}", "run.checkpoint=false"])
+    except InvalidCombination as err:  # e.g. rep-grad methods on models without one representation
+        record("two_steps", bench, method, metric="refused", value=str(err).split(";")[0][:80])
+        return
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["steps"] == 2 and s["device"].startswith(torch.device(DEVICE).type)
+    values = [v for m in s["metrics"].values() for v in m.values()]
+    assert all(v == v for v in values), f"{bench}/{method}: NaN metric {s['metrics']}"
+    record("two_steps", bench, method, metric="seconds", value=round(time.perf_counter() - t0, 2))
