@@ -3,7 +3,7 @@ STL reference) lives in the benchmark's config; a benchmark knows nothing about 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -43,6 +43,18 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def task_indices(tasks: Sequence[int] | None, num_tasks: int) -> list[int]:
+    """The tasks whose losses a step computes: all, or the method's active tasks (STL: one)."""
+    return list(range(num_tasks)) if tasks is None else sorted(int(t) for t in tasks)
+
+
+def stack_task_losses(values: dict[int, torch.Tensor], num_tasks: int) -> torch.Tensor:
+    """[T] losses from the computed ones; a task that was not computed (its head did not run in a
+    single-task step) gets a constant 0 that no gradient flows through."""
+    zero = next(iter(values.values())).detach().new_zeros(())
+    return torch.stack([values[i] if i in values else zero for i in range(num_tasks)])
+
+
 class Benchmark:
     """Base class; a benchmark module's `build(**cfg)` returns one.
 
@@ -68,9 +80,11 @@ class Benchmark:
     def steps_per_epoch(self) -> int:
         return len(self.loaders["train"])
 
-    def compute_losses(self, model: nn.Module, batch: Any, rep_grad: bool = False
-                       ) -> tuple[torch.Tensor, Representation | None]:
-        """Per-task training losses [T] of one batch (and the split representation in rep-grad mode)."""
+    def compute_losses(self, model: nn.Module, batch: Any, rep_grad: bool = False,
+                       tasks: Sequence[int] | None = None) -> tuple[torch.Tensor, Representation | None]:
+        """Per-task training losses [T] of one batch (and the split representation in rep-grad mode).
+        `tasks` (the method's `active_tasks()`, e.g. STL's one task): run only those heads and
+        losses; the others are constant zeros (`stack_task_losses`)."""
         raise NotImplementedError
 
     # -- evaluation ------------------------------------------------------------------------

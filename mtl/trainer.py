@@ -224,7 +224,10 @@ class Trainer:
                 break
             batch = to_device(batch, self.device)
             if k == 1:
-                losses, rep = bench.compute_losses(model, batch, rep_grad=method.rep_grad)
+                # a method training a subset of the tasks (STL) gets only those heads computed
+                active = method.active_tasks()
+                losses, rep = bench.compute_losses(model, batch, rep_grad=method.rep_grad,
+                                                   **({} if active is None else {"tasks": active}))
             else:
                 rows = [bench.compute_losses(model, batch)[0]]
                 for it in extra_iters:

@@ -13,6 +13,8 @@ alike; the median is reported. After timing, one more step per method runs under
 
 Workloads: `resnet18_office` (torchvision ResNet-18, weights=None, fc -> Identity, three
 Linear(512, 31) heads, batch 16 of 3x112x112, 2 threads, Adam) and `mlp` (cheap smoke run).
+`db_mtl@jacobian` is DB-MTL through the generic gradient-method path (the [T, D] Jacobian copy,
+then EMA, norms and combination on it: the implementation before the streamed loop), for comparison.
 `--device cuda` times on a GPU (synchronised), `--precision bf16|fp16` runs the forward pass under
 autocast. Writes results/bench/step_<workload>.csv (method, median_ms, ratio_to_bare_loop,
 ratio_to_ew, backward_passes_per_step, host_syncs_per_step, engine, precision, device, peak_mib,
@@ -28,6 +30,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from models.base import HPS  # noqa: E402
 from mtl import methods  # noqa: E402
-from mtl.benchmark import to_device  # noqa: E402
+from mtl.benchmark import stack_task_losses, task_indices, to_device  # noqa: E402
+from mtl.methods.base import GradientMethod  # noqa: E402
 from mtl.precision import autocast  # noqa: E402
 from mtl.syncs import SyncCounter  # noqa: E402
 
@@ -61,10 +65,11 @@ class Workload:
 
 
 def _hps_losses(loss_fn, num_tasks):
-    def compute(model, batch, rep_grad=False):
+    def compute(model, batch, rep_grad=False, tasks=None):
         x, y = batch
-        out, rep = model(x, rep_grad=rep_grad)
-        return torch.stack([loss_fn(out[f"t{t}"], y[:, t]) for t in range(num_tasks)]), rep
+        idx = task_indices(tasks, num_tasks)
+        out, rep = model(x, rep_grad=rep_grad, tasks=[f"t{t}" for t in idx])
+        return stack_task_losses({t: loss_fn(out[f"t{t}"], y[:, t]) for t in idx}, num_tasks), rep
     return compute
 
 
@@ -144,8 +149,13 @@ class Runner:
             self.method = None
             extra, k = [], 1
         else:
-            cfg = {**method_config(name), **(overrides or {})}
-            self.method = methods.create(name, num_tasks=T, engine=engine, **cfg).to(self.device)
+            base, _, variant = name.partition("@")
+            cfg = {**method_config(base), **(overrides or {})}
+            self.method = methods.create(base, num_tasks=T, engine=engine, **cfg).to(self.device)
+            if variant == "jacobian":  # the generic [T, D] path (DB-MTL's implementation before streaming)
+                self.method._backward = partial(GradientMethod._backward, self.method)
+            elif variant:
+                raise SystemExit(f"unknown variant {name!r}; only <method>@jacobian")
             extra, k = self.method.trainable_parameters(), max(1, self.method.batches_per_step)
         groups = [{"params": list(self.model.parameters())}] + ([{"params": extra}] if extra else [])
         self.opt = torch.optim.Adam(groups, lr=1e-4)
@@ -174,7 +184,9 @@ class Runner:
 
     def losses(self, batch, rep_grad=False):
         with autocast(self.precision, self.device):
-            losses, rep = self.workload.compute_losses(self.model, batch, rep_grad=rep_grad)
+            active = self.method.active_tasks() if self.method is not None else None
+            kw = {} if active is None else {"tasks": active}  # STL: only its own head runs
+            losses, rep = self.workload.compute_losses(self.model, batch, rep_grad=rep_grad, **kw)
         return losses.float(), rep
 
     def _step(self) -> None:

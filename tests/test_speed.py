@@ -188,3 +188,38 @@ def test_cagrad_huge_gradients_solved_on_the_normalised_gram():
     w_unit, c_unit = cagrad_solve(unit, 0.5)
     np.testing.assert_allclose(w_huge, w_unit, atol=1e-4)
     assert c_huge == pytest.approx(c_unit * 1e6, rel=1e-6)
+
+
+@pytest.mark.parametrize("bench_name", ["synthetic", "nyuv2"])
+def test_stl_step_runs_only_its_own_head(bench_name, tmp_path):
+    """STL (active_tasks = [i]) computes only head i; its loss and gradients equal those of the
+    full forward pass, the other tasks' losses are constant zeros."""
+    from datasets import nyuv2
+    from mtl.benchmarks import nyuv2 as nyu_bench, synthetic
+
+    torch.manual_seed(0)
+    if bench_name == "synthetic":
+        b = synthetic.build(n_train=32, n_val=8, n_test=8, batch_size=8)
+    else:
+        root = nyuv2.write_fixture(tmp_path / "nyu", n_train=2, n_val=1, height=32, width=64)
+        b = nyu_bench.build(root=str(root), image_size=None, split_sizes=None, pretrained=False, num_workers=0,
+                            backbone="tiny", dilated=False, head_channels=8, train_batch_size=2)
+    model = b.model.eval()  # no dropout: both passes see the same function
+    batch = next(iter(b.loaders["train"]))
+    calls = {name: 0 for name in model.heads}
+    for name, head in model.heads.items():
+        head.register_forward_hook(lambda m, i, o, name=name: calls.__setitem__(name, calls[name] + 1))
+    full, _ = b.compute_losses(model, batch)
+    ref = torch.autograd.grad(full[1], list(model.parameters()), allow_unused=True)
+    assert all(v == 1 for v in calls.values())
+    one, _ = b.compute_losses(model, batch, tasks=[1])
+    assert calls == {name: 1 + (k == 1) for k, name in enumerate(model.heads)}
+    torch.testing.assert_close(one[1], full[1])
+    assert one[0] == 0 and one[2] == 0
+    no_grad = torch.autograd.grad(one[0] + one[2], list(model.parameters()), allow_unused=True, retain_graph=True)
+    assert all(g is None or not g.any() for g in no_grad)  # constants: nothing flows to any parameter
+    got = torch.autograd.grad(one.sum(), list(model.parameters()), allow_unused=True)
+    for g, r in zip(got, ref):
+        assert (g is None) == (r is None or not r.any())
+        if g is not None:
+            torch.testing.assert_close(g, r)

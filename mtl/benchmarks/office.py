@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from datasets.office import load_office, spec, task_name
 from models.office_net import OfficeNet
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
 from mtl.errors import InvalidCombination
 
 
@@ -80,13 +80,15 @@ class Office(Benchmark):
                     batch[t] = next(iters[t])
             yield batch
 
-    def compute_losses(self, model, batch, rep_grad=False):
+    def compute_losses(self, model, batch, rep_grad=False, tasks=None):
         if rep_grad:
             raise InvalidCombination(f"{self.name}: rep_grad=True is not supported with multi-input data "
                                      f"(one input batch per domain); use rep_grad=false")
-        out, _ = model({t: batch[t][0] for t in self.task_names})
-        losses = torch.stack([F.cross_entropy(out[t], batch[t][1]) for t in self.task_names])
-        return losses, None
+        idx = task_indices(tasks, len(self.tasks))
+        names = [self.task_names[i] for i in idx]
+        out, _ = model({t: batch[t][0] for t in names})  # only the domains given run
+        return stack_task_losses({i: F.cross_entropy(out[t], batch[t][1]) for i, t in zip(idx, names)},
+                                 len(self.tasks)), None
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()

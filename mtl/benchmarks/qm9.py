@@ -29,7 +29,7 @@ from torch_geometric.utils import remove_self_loops
 
 from datasets.qm9 import NUM_MOLECULES, QM9, TARGETS, QM9File
 from models.mpnn import mpnn_hps
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
 from mtl.errors import DatasetNotFound
 
 # Default 11 targets (PyG indices) of nash-mtl and LibMTL, in output order.
@@ -134,10 +134,15 @@ class QM9Benchmark(Benchmark):
     def predictions(self, out: dict) -> torch.Tensor:
         return torch.cat([out[t.name].reshape(-1, 1) for t in self.tasks], dim=1)
 
-    def compute_losses(self, model, batch, rep_grad=False):
-        out, rep = model(batch, rep_grad=rep_grad)
-        losses = ((self.predictions(out) - self.normalized_targets(batch)) ** 2).mean(0)
-        return losses, rep
+    def compute_losses(self, model, batch, rep_grad=False, tasks=None):
+        if tasks is None:
+            out, rep = model(batch, rep_grad=rep_grad)
+            return ((self.predictions(out) - self.normalized_targets(batch)) ** 2).mean(0), rep
+        idx = task_indices(tasks, len(self.tasks))
+        out, rep = model(batch, rep_grad=rep_grad, tasks=[self.tasks[i].name for i in idx])
+        y = self.normalized_targets(batch)
+        values = {i: ((out[self.tasks[i].name].reshape(-1) - y[:, i]) ** 2).mean() for i in idx}
+        return stack_task_losses(values, len(self.tasks)), rep
 
     def mae(self, pred_norm: torch.Tensor, y_norm: torch.Tensor) -> torch.Tensor:
         """Summed absolute error per target in reported units (LibMTL: |pred*std - gt*std|, x1000
