@@ -223,3 +223,43 @@ def test_stl_step_runs_only_its_own_head(bench_name, tmp_path):
         assert (g is None) == (r is None or not r.any())
         if g is not None:
             torch.testing.assert_close(g, r)
+
+
+def test_dense_meters_update_without_host_syncs():
+    """Per-batch metric updates stay on the device; only compute() reads values back."""
+    from mtl.benchmarks import dense_metrics as dm
+
+    torch.manual_seed(0)
+    logits, label = torch.randn(2, 5, 8, 8), torch.randint(-1, 5, (2, 8, 8))
+    depth_p, depth_g = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8) * (torch.rand(2, 1, 8, 8) > 0.3)
+    normal_p, normal_g = torch.randn(2, 3, 8, 8), dm.normalize(torch.randn(2, 3, 8, 8))
+    normal_g[:, :, :2] = 0  # invalid pixels
+    meters = [(dm.SegmentationMeter(5), logits, label)] + [
+        (cls(pooling), p, g) for pooling in dm.POOLINGS
+        for cls, p, g in ((dm.DepthMeter, depth_p, depth_g), (dm.NormalMeter, normal_p, normal_g))]
+    with SyncCounter("cpu") as c:
+        for meter, p, g in meters:
+            meter.update(p, g)
+            meter.update(p, g)
+    assert c.count == 0, c.sites
+    for meter, _, _ in meters:
+        assert all(v == v for v in meter.compute().values())
+
+
+def test_normal_median_is_numpy_median_of_valid_pixels():
+    from mtl.benchmarks import dense_metrics as dm
+
+    torch.manual_seed(1)
+    p, g = torch.randn(3, 3, 5, 7), dm.normalize(torch.randn(3, 3, 5, 7))
+    g[0, :, 0, :3] = 0
+    m = dm.NormalMeter("pixel")
+    m.update(p[:2], g[:2])
+    m.update(p[2:], g[2:])
+    mask = dm.valid_normals(g)
+    cos = (dm.normalize(p) * g).sum(1)[mask].clamp(-1, 1)
+    err = np.degrees(torch.acos(cos).numpy().astype(np.float64))
+    assert err.size % 2 == 0  # an even count: numpy averages the two middle values
+    out = m.compute()
+    assert out["MED"] == pytest.approx(np.median(err), rel=1e-5)
+    assert out["Mean"] == pytest.approx(err.mean(), rel=1e-5)
+    assert out["Within22.5"] == pytest.approx(100 * (err < 22.5).mean())

@@ -98,14 +98,15 @@ class Office(Benchmark):
         model.eval()
         try:
             result = {}
+            correct = {}
             for t, loader in self.loaders[split].items():
-                correct = total = 0
+                hits, total = torch.zeros((), dtype=torch.int64, device=device), 0  # counted on the device
                 for x, y in loader:
                     out, _ = model({t: x.to(device)})
-                    correct += int((out[t].argmax(dim=1).cpu() == y).sum())
+                    hits += (out[t].argmax(dim=1) == y.to(device)).sum()
                     total += y.numel()
-                result[t] = {"acc": 100.0 * correct / total}
-            return result
+                correct[t] = (hits, total)
+            return {t: {"acc": 100.0 * int(hits) / total} for t, (hits, total) in correct.items()}
         finally:
             model.train(was_training)
 
