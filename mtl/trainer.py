@@ -84,7 +84,7 @@ class EpochStats:
 
     def add(self, key: str, value: Any) -> None:
         if isinstance(value, torch.Tensor):
-            value = value.detach().double().cpu()
+            value = value.detach().double()  # summed where it lives: no host sync per step
         elif not isinstance(value, (int, float)):
             return  # non-numeric diagnostics are not aggregated
         self.sums[key] = self.sums[key] + value

@@ -263,3 +263,26 @@ def test_normal_median_is_numpy_median_of_valid_pixels():
     assert out["MED"] == pytest.approx(np.median(err), rel=1e-5)
     assert out["Mean"] == pytest.approx(err.mean(), rel=1e-5)
     assert out["Within22.5"] == pytest.approx(100 * (err < 22.5).mean())
+
+
+@pytest.mark.parametrize("method,limit", [("ew", 2), ("db_mtl", 3)])
+def test_trainer_host_syncs_per_step(method, limit, train, monkeypatch):
+    """Host reads per training step through the trainer (finite-loss check, progress postfix, ...),
+    counted as the difference between an 8-step and a 4-step epoch (per-epoch reads cancel)."""
+    from mtl import trainer as trainer_mod
+
+    counts = {}
+    original = trainer_mod.Trainer._train_epoch
+
+    def counted(self, epoch, global_step):
+        with SyncCounter("cpu") as c:
+            out = original(self, epoch, global_step)
+        counts[out[1]] = c.count
+        return out
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_epoch", counted)
+    for steps in (4, 8):
+        train(["benchmark=synthetic", "benchmark.build.n_train=512", "trainer.epochs=1", f"method={method}",
+               f"trainer.max_steps_per_epoch={steps}", "run.checkpoint=false", f"run.tag=_{steps}"])
+    assert set(counts) == {4, 8}
+    assert (counts[8] - counts[4]) / 4 <= limit, counts
