@@ -286,3 +286,50 @@ def test_trainer_host_syncs_per_step(method, limit, train, monkeypatch):
                f"trainer.max_steps_per_epoch={steps}", "run.checkpoint=false", f"run.tag=_{steps}"])
     assert set(counts) == {4, 8}
     assert (counts[8] - counts[4]) / 4 <= limit, counts
+
+
+def test_bf16_autocast_and_channels_last_through_the_trainer(tmp_path, train, monkeypatch):
+    """trainer.precision=bf16 runs forward + losses under autocast (a Linear's output is bf16), the
+    method receives fp32 losses, parameters stay fp32; channels_last converts the conv weights."""
+    from datasets import nyuv2
+    from mtl import trainer as trainer_mod
+    from mtl.methods.base import Method
+
+    seen = {}
+    original_backward = Method.backward
+
+    def spy(self, losses, *a, **k):
+        seen.setdefault("loss_dtypes", set()).add(losses.dtype)
+        return original_backward(self, losses, *a, **k)
+
+    monkeypatch.setattr(Method, "backward", spy)
+    original_epoch = trainer_mod.Trainer._train_epoch
+
+    def hooked(self, epoch, global_step):
+        conv = next(m for m in self.model.modules() if isinstance(m, torch.nn.Conv2d))
+        seen["channels_last"] = conv.weight.is_contiguous(memory_format=torch.channels_last)
+        seen["param_dtypes"] = {p.dtype for p in self.model.parameters()}
+        conv.register_forward_hook(lambda m, i, o: seen.setdefault("out_dtypes", set()).add(o.dtype))
+        return original_epoch(self, epoch, global_step)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_epoch", hooked)
+    root = nyuv2.write_fixture(tmp_path / "nyu", n_train=2, n_val=1, height=32, width=64)
+    b = "benchmark.build"
+    run_dir = train(["benchmark=nyuv2", f"{b}.root={root}", f"{b}.image_size=null", f"{b}.split_sizes=null",
+                     f"{b}.num_workers=0", f"{b}.train_batch_size=2", f"{b}.test_batch_size=1",
+                     f"{b}.pretrained=false", f"{b}.backbone=tiny", f"{b}.dilated=false", f"{b}.head_channels=8",
+                     "trainer.epochs=1", "run.checkpoint=false", "method=db_mtl",
+                     "trainer.precision=bf16", "trainer.channels_last=true"])
+    assert seen["channels_last"] and seen["param_dtypes"] == {torch.float32}
+    assert torch.bfloat16 in seen["out_dtypes"] and seen["loss_dtypes"] == {torch.float32}
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert all(v == v for m in s["metrics"].values() for v in m.values())
+
+
+def test_fp16_is_refused_with_a_reason(train):
+    from mtl.errors import InvalidCombination
+
+    with pytest.raises(InvalidCombination, match="bf16"):
+        train(["benchmark=synthetic", "trainer.precision=fp16", "trainer.epochs=1"])
+    with pytest.raises(ValueError, match="precision"):
+        train(["benchmark=synthetic", "trainer.precision=fp8", "trainer.epochs=1"])
