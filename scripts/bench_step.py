@@ -12,7 +12,9 @@ alike; the median is reported. After timing, one more step per method runs under
     python scripts/bench_step.py --workload resnet18_office --methods ew db_mtl db_mtl_rep --reps 15
 
 Workloads: `resnet18_office` (torchvision ResNet-18, weights=None, fc -> Identity, three
-Linear(512, 31) heads, batch 16 of 3x112x112, 2 threads, Adam) and `mlp` (cheap smoke run).
+Linear(512, 31) heads, batch 16 of 3x112x112, 2 threads, Adam), `nyuv2_hps_96x128` (NYUv2's
+DeepLabV3+ HPS, dilated ResNet-50 + three ASPP heads, random init, batch 2 of a 96x128 fixture: the
+heads' share of the step at CPU size) and `mlp` (cheap smoke run).
 `db_mtl@jacobian` is DB-MTL through the generic gradient-method path (the [T, D] Jacobian copy,
 then EMA, norms and combination on it: the implementation before the streamed loop), for comparison.
 `--device cuda` times on a GPU (synchronised), `--precision bf16|fp16` runs the forward pass under
@@ -98,7 +100,21 @@ def build_workload(name: str, seed: int = 0) -> Workload:
 
         mse = lambda out, y: ((out.squeeze(-1) - y) ** 2).mean()  # noqa: E731
         return Workload(name, make_model, make_batch, _hps_losses(mse, 3), 3, 2)
-    raise SystemExit(f"unknown workload {name!r}; choose resnet18_office or mlp")
+    if name == "nyuv2_hps_96x128":
+        import tempfile
+
+        from datasets import nyuv2
+        from mtl.benchmarks.nyuv2 import build
+
+        root = nyuv2.write_fixture(Path(tempfile.mkdtemp(prefix="bench_nyuv2_")), n_train=4, n_val=1,
+                                   height=96, width=128)
+        torch.manual_seed(seed)
+        bench = build(root=str(root), image_size=[96, 128], split_sizes=None, pretrained=False, num_workers=0,
+                      train_batch_size=2, test_batch_size=2)
+        w = benchmark_workload(bench, name)
+        w.threads = 2
+        return w
+    raise SystemExit(f"unknown workload {name!r}; choose resnet18_office, mlp or nyuv2_hps_96x128")
 
 
 def benchmark_workload(bench, name: str | None = None) -> Workload:
@@ -216,12 +232,42 @@ class Runner:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
         t0 = time.perf_counter()
         self._step()
         if cuda:
             torch.cuda.synchronize(self.device)
-            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device))
+            # this runner's peak as if it ran alone: what it keeps between steps (model, gradients,
+            # optimizer and method state) + what the step allocated on top of everything resident
+            extra = torch.cuda.max_memory_allocated(self.device) - before
+            self.peak_bytes = max(self.peak_bytes, self._resident_bytes() + extra)
         return time.perf_counter() - t0
+
+    def _resident_bytes(self) -> int:
+        seen, total = set(), 0
+
+        def add(t):
+            nonlocal total
+            if isinstance(t, torch.Tensor) and t.device.type == "cuda" and t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+
+        for p in self.model.parameters():
+            add(p)
+            add(p.grad)
+        for b in self.model.buffers():
+            add(b)
+        for state in self.opt.state.values():
+            for v in state.values():
+                add(v)
+        if self.method is not None:
+            for v in self.method.state_dict().values():
+                if isinstance(v, dict):
+                    for x in v.values():
+                        add(x)
+                else:
+                    add(v)
+        return total
 
     def count_syncs(self) -> SyncCounter:
         if self.device.type == "cuda":
