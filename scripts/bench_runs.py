@@ -2,7 +2,8 @@
 
     python scripts/bench_runs.py --benchmark synthetic --epochs 5 --methods ew nash_mtl --repeats 2
 
-Each repeat runs every method once, in order, in this process (logger off, no progress bar, a fresh
+After an untimed one-step run of every method (imports, Hydra, first-call set-up), each repeat
+runs every method once, in order, in this process (logger off, no progress bar, a fresh
 run directory each time, checkpoints on as in a real run); the median wall time per method and its
 ratio to EW's are written to results/bench/runs_<benchmark>.csv with the machine.
 Extra Hydra overrides go after `--`, e.g. `-- benchmark.build.n_train=512`.
@@ -39,6 +40,11 @@ def main(argv=None):
 
     names = ["ew", *[m for m in args.methods if m != "ew"]]
     times = {m: [] for m in names}
+    for m in names:  # untimed one-step runs first: imports, Hydra, data generation, solver set-up
+        with tempfile.TemporaryDirectory() as tmp:
+            run([f"benchmark={args.benchmark}", f"method={m}", "trainer.epochs=1", "trainer.max_steps_per_epoch=1",
+                 "logger=none", "trainer.progress=false", f"threads={args.threads}", f"run.root={tmp}",
+                 *args.overrides])
     for r in range(args.repeats):
         for m in names:
             with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,9 @@ batches per step get k batches). The reference row `bare_loop` is the floor of e
 method: the same forward, T backward passes (`losses[t].backward()` one after the other, so
 `.grad` receives the plain sum) and the same optimizer step, nothing else. Repetitions are
 interleaved (for rep: for method: one step) in one process so that machine noise hits every method
-alike; the median is reported. After timing, one more step per method runs under
+alike; the median step time is reported, and each ratio is the median over repetitions of the ratio
+to the reference's step in the same repetition (paired: robust to load that changes between
+repetitions on a shared machine). After timing, one more step per method runs under
 `mtl.syncs.SyncCounter` to count device->host synchronisations.
 
     python scripts/bench_step.py --workload resnet18_office --methods ew db_mtl db_mtl_rep --reps 15
@@ -328,14 +330,16 @@ def run(workload: Workload, names: list[str], reps: int = 10, warmup: int = 2, e
             raise SystemExit(f"{ref} failed: {skipped.get(ref)}")
     passes = {r.name: (r.passes - passes0[r.name]) / reps for r in runners}
     syncs = {r.name: r.count_syncs().count for r in runners}
-    bare_ms = statistics.median(times[BARE]) * 1e3
-    ew_ms = statistics.median(times["ew"]) * 1e3
     now = dt.datetime.now().isoformat(timespec="seconds")
+
+    def paired(name, ref):  # median over repetitions of the ratio of steps taken seconds apart
+        return statistics.median(a / b for a, b in zip(times[name], times[ref]))
+
     rows = []
     for r in runners:
         ms = statistics.median(times[r.name]) * 1e3
-        rows.append({"method": r.name, "median_ms": round(ms, 2), "ratio_to_bare_loop": round(ms / bare_ms, 3),
-                     "ratio_to_ew": round(ms / ew_ms, 3), "backward_passes_per_step": passes[r.name],
+        rows.append({"method": r.name, "median_ms": round(ms, 2), "ratio_to_bare_loop": round(paired(r.name, BARE), 3),
+                     "ratio_to_ew": round(paired(r.name, "ew"), 3), "backward_passes_per_step": passes[r.name],
                      "host_syncs_per_step": syncs[r.name], "engine": r.engine, "precision": precision,
                      "device": str(device), "peak_mib": round(r.peak_bytes / 2**20, 1) if r.peak_bytes else None,
                      "workload": workload.name, "machine": machine(workload.threads, device), "date": now})
