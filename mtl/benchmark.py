@@ -33,9 +33,11 @@ Metrics = dict[str, dict[str, float]]  # task -> metric -> value (reported units
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a batch (tensor, PyG batch, or nested dict/list/tuple of them) to `device`."""
+    """Move a batch (tensor, PyG batch, or nested dict/list/tuple of them) to `device`. Copies are
+    non-blocking: from pinned memory (loaders pin when CUDA is present) the host queues the copy and
+    goes on; kernels on the device's stream still wait for it."""
     if hasattr(batch, "to") and not isinstance(batch, (dict, list, tuple)):
-        return batch.to(device)
+        return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):

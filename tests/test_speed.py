@@ -333,3 +333,26 @@ def test_fp16_is_refused_with_a_reason(train):
         train(["benchmark=synthetic", "trainer.precision=fp16", "trainer.epochs=1"])
     with pytest.raises(ValueError, match="precision"):
         train(["benchmark=synthetic", "trainer.precision=fp8", "trainer.epochs=1"])
+
+
+def test_to_device_copies_are_non_blocking_and_qm9_worker_order_is_reproducible(tmp_path):
+    from datasets.fixtures import write_fixture
+    from mtl.benchmark import to_device
+    from mtl.benchmarks.qm9 import build
+
+    calls = []
+
+    class Fake:
+        def to(self, device, **kw):
+            calls.append(kw)
+            return self
+
+    to_device({"a": [Fake(), (Fake(),)]}, torch.device("cpu"))
+    assert calls == [{"non_blocking": True}] * 2
+    path = write_fixture("qm9", tmp_path, n=120)
+    b = build(data_file=str(path), subset={"train": 8, "val": 4, "test": 4}, batch_size=4, num_workers=1,
+              progress=False)
+    assert all(l.pin_memory == torch.cuda.is_available() for l in b.loaders.values())
+    first = [batch.idx.tolist() for batch in b.train_batches(0, 3)]
+    again = [batch.idx.tolist() for batch in b.train_batches(0, 3)]  # same (seed, epoch): same order
+    assert first == again and sorted(sum(first, [])) == sorted(b.split_positions["train"].tolist())

@@ -120,11 +120,15 @@ class QM9Benchmark(Benchmark):
         self.tasks = [TaskSpec(n, (MetricSpec("mae", higher_is_better=False),)) for n in task_names]
         self.model = mpnn_hps(task_names, dim=dim)
         ebs = eval_batch_size or batch_size
+        # pinned host memory lets the copies to a GPU run asynchronously. Workers are NOT persistent:
+        # a reused worker iterator draws its shuffle seed from the per-(seed, epoch) generator in a
+        # different order than a fresh one, so a resumed run would see other batches (tested)
+        common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available())
         self.loaders = {
             "train": DataLoader(self.dataset[parts["train"]], batch_size=batch_size, shuffle=True,
-                                generator=torch.Generator(), num_workers=num_workers),
-            "val": DataLoader(self.dataset[parts["val"]], batch_size=ebs, num_workers=num_workers),
-            "test": DataLoader(self.dataset[parts["test"]], batch_size=ebs, num_workers=num_workers),
+                                generator=torch.Generator(), **common),
+            "val": DataLoader(self.dataset[parts["val"]], batch_size=ebs, **common),
+            "test": DataLoader(self.dataset[parts["test"]], batch_size=ebs, **common),
         }
 
     def normalized_targets(self, batch) -> torch.Tensor:
