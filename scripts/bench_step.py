@@ -189,7 +189,7 @@ class Runner:
 
     @property
     def engine(self) -> str:
-        if self.method is None:
+        if not isinstance(self.method, GradientMethod):  # the bare loop and loss weighting: one way only
             return "-"
         return self.method.engine.chosen or self.method.engine.mode
 
