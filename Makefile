@@ -14,7 +14,7 @@ METHOD ?= db_mtl
 SEEDS ?= 0,1,2
 LAUNCHER ?= local
 
-.PHONY: install test test-slow demo train clean data-nyuv2 data-cityscapes data-office31 data-officehome data-qm9
+.PHONY: install test test-slow test-gpu demo train clean data-nyuv2 data-cityscapes data-office31 data-officehome data-qm9
 
 $(PY):
 	python3 -m venv .venv
@@ -32,6 +32,11 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# GPU smoke test (~5 min on one H100): no install step, so it runs on a machine's own Python, e.g.
+# `make test-gpu PY=python3` after scripts/gpu_wheels.sh (see tests/test_gpu.py and the README).
+test-gpu:
+	$(PY) -m pytest -q -m gpu tests/test_gpu.py
 
 demo: install
 	$(PY) scripts/demo.py

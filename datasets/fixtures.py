@@ -14,6 +14,7 @@ from mtl.errors import UnknownName
 WRITERS = {
     "nyuv2": "datasets.nyuv2",
     "cityscapes": "datasets.cityscapes",
+    "qm9": "datasets.qm9",
 }
 
 

@@ -3,7 +3,7 @@ STL reference) lives in the benchmark's config; a benchmark knows nothing about 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -33,14 +33,28 @@ Metrics = dict[str, dict[str, float]]  # task -> metric -> value (reported units
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a batch (tensor, PyG batch, or nested dict/list/tuple of them) to `device`."""
+    """Move a batch (tensor, PyG batch, or nested dict/list/tuple of them) to `device`. Copies are
+    non-blocking: from pinned memory (loaders pin when CUDA is present) the host queues the copy and
+    goes on; kernels on the device's stream still wait for it."""
     if hasattr(batch, "to") and not isinstance(batch, (dict, list, tuple)):
-        return batch.to(device)
+        return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
+
+
+def task_indices(tasks: Sequence[int] | None, num_tasks: int) -> list[int]:
+    """The tasks whose losses a step computes: all, or the method's active tasks (STL: one)."""
+    return list(range(num_tasks)) if tasks is None else sorted(int(t) for t in tasks)
+
+
+def stack_task_losses(values: dict[int, torch.Tensor], num_tasks: int) -> torch.Tensor:
+    """[T] losses from the computed ones; a task that was not computed (its head did not run in a
+    single-task step) gets a constant 0 that no gradient flows through."""
+    zero = next(iter(values.values())).detach().new_zeros(())
+    return torch.stack([values[i] if i in values else zero for i in range(num_tasks)])
 
 
 class Benchmark:
@@ -78,9 +92,11 @@ class Benchmark:
             return [_leading_size(batch[t]) for t in self.task_names]
         return _leading_size(batch)
 
-    def compute_losses(self, model: nn.Module, batch: Any, rep_grad: bool = False
-                       ) -> tuple[torch.Tensor, Representation | None]:
-        """Per-task training losses [T] of one batch (and the split representation in rep-grad mode)."""
+    def compute_losses(self, model: nn.Module, batch: Any, rep_grad: bool = False,
+                       tasks: Sequence[int] | None = None) -> tuple[torch.Tensor, Representation | None]:
+        """Per-task training losses [T] of one batch (and the split representation in rep-grad mode).
+        `tasks` (the method's `active_tasks()`, e.g. STL's one task): run only those heads and
+        losses; the others are constant zeros (`stack_task_losses`)."""
         raise NotImplementedError
 
     # -- evaluation ------------------------------------------------------------------------

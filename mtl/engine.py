@@ -104,11 +104,17 @@ class GradientEngine:
             ],
             dim=1,
         )
+        # which task's loss reaches which task parameter (the loop reports None where it does not):
+        # one [P, T] flag tensor read with a single host sync instead of one per parameter and task
+        task_grads = grads[len(shared):]
+        present = [i for i, g in enumerate(task_grads) if g is not None]
+        flags = torch.stack([task_grads[i].reshape(T, -1).any(1) for i in present]).T.tolist() if present else []
         task_rows = []
         for t in range(T):
-            row = []
-            for g in grads[len(shared):]:
-                row.append(None if g is None or not bool(g[t].any()) else g[t])
+            row: list[torch.Tensor | None] = [None] * len(task_grads)
+            for k, i in enumerate(present):
+                if flags[t][k]:
+                    row[i] = task_grads[i][t]
             task_rows.append(row)
         return TaskGradients(shared_rows, task_rows)
 
@@ -176,3 +182,21 @@ def accumulate_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tenso
             p.grad = g.detach().clone()
         else:
             p.grad.add_(g.detach())
+
+
+GRAM_CHUNK = 1 << 20  # columns per float64 block of `gram64`
+
+
+def gram64(G: torch.Tensor, chunk: int = GRAM_CHUNK) -> torch.Tensor:
+    """G G^T in float64 ([T, T], on G's device) without a float64 copy of the whole [T, D] matrix:
+    the columns are converted and multiplied in blocks of `chunk` (T x chunk float64 at a time)."""
+    G = G.detach()
+    T, D = G.shape
+    if G.dtype == torch.float64 or D <= chunk:
+        g = G.double()
+        return g @ g.T
+    out = torch.zeros(T, T, dtype=torch.float64, device=G.device)
+    for start in range(0, D, chunk):
+        block = G[:, start: start + chunk].double()
+        out.addmm_(block, block.T)
+    return out

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import mtl
-from mtl import methods
+from mtl import methods, precision
 from mtl.benchmark import Benchmark, to_device
 from mtl.delta import delta_m, delta_p, delta_p_per_task
 from mtl.device import configure_determinism, describe, resolve_device
@@ -90,7 +90,7 @@ class EpochStats:
 
     def add(self, key: str, value: Any, weight: Any = 1) -> None:
         if isinstance(value, torch.Tensor):
-            value = value.detach().double()
+            value = value.detach().double()  # summed where it lives: no host sync per step
         elif not isinstance(value, (int, float)):
             return  # non-numeric diagnostics are not aggregated
         if not isinstance(weight, (int, float)):
@@ -186,6 +186,14 @@ class Trainer:
 
         self.bench = bench = build_benchmark(cfg)
         model = bench.model.to(self.device)
+        self.precision = precision.check(str(cfg.trainer.get("precision", "fp32")))
+        if self.precision == "fp16":
+            raise InvalidCombination(
+                "trainer.precision=fp16 needs a gradient scaler that per-task gradient methods unscale "
+                "before they combine, which is not implemented; use trainer.precision=bf16 (no scaler "
+                "needed) or fp32")
+        if cfg.trainer.get("channels_last", False):  # NHWC kernels for the conv nets (no-op elsewhere)
+            model = model.to(memory_format=torch.channels_last)
         method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
         name = method_cfg.pop("name")
         method = methods.create(name, num_tasks=len(bench.tasks), engine=cfg.grad_engine, **method_cfg)
@@ -345,13 +353,18 @@ class Trainer:
                 bar.close()
                 return {"steps": steps, "stats": stats.state_dict()}, steps - start, False
             batch = to_device(batch, self.device)
-            if k == 1:
-                losses, rep = bench.compute_losses(model, batch, rep_grad=method.rep_grad)
-            else:
-                rows = [bench.compute_losses(model, batch)[0]]
-                for it in extra_iters:
-                    rows.append(bench.compute_losses(model, to_device(next(it), self.device))[0])
-                losses, rep = torch.stack(rows), None
+            with precision.autocast(self.precision, self.device):  # forward + losses (fp32: no-op)
+                if k == 1:
+                    # a method training a subset of the tasks (STL) gets only those heads computed
+                    active = method.active_tasks()
+                    losses, rep = bench.compute_losses(model, batch, rep_grad=method.rep_grad,
+                                                       **({} if active is None else {"tasks": active}))
+                else:
+                    rows = [bench.compute_losses(model, batch)[0]]
+                    for it in extra_iters:
+                        rows.append(bench.compute_losses(model, to_device(next(it), self.device))[0])
+                    losses, rep = torch.stack(rows), None
+            losses = losses.float()  # methods (log transforms, EMAs, solvers) see fp32 losses
             self._check_finite(losses, epoch, global_step + steps - start)
             self.optimizer.zero_grad(set_to_none=False)
             size = bench.batch_size(batch)

@@ -38,6 +38,11 @@ def validate(cfg: DictConfig) -> None:
     _int(cfg, "threads", 1, optional=True)
     if cfg.grad_engine not in GRAD_ENGINES:
         raise InvalidValue(f"grad_engine={cfg.grad_engine!r}: unknown; choose one of {', '.join(GRAD_ENGINES)}")
+    precision = OmegaConf.select(cfg, "trainer.precision") or "fp32"
+    if precision not in ("fp32", "bf16"):
+        why = (" (fp16 needs a gradient scaler that per-task gradient methods unscale before they combine, "
+               "which is not implemented)" if precision == "fp16" else "")
+        raise InvalidValue(f"trainer.precision={precision!r}: unsupported{why}; use fp32 (the papers) or bf16")
     protocol = cfg.benchmark.protocol
     for key in ("selection", "report"):
         rules = protocol.get(key)

@@ -22,7 +22,7 @@ from models.deeplab import DeepLabHead
 from models.mtan import MTAN
 from models.resnet import ResNetEncoder
 from models.segnet_mtan import FILTERS, SegNetMTAN
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
 from mtl.benchmarks import dense_metrics as dm
 
 ARCHS = ("hps", "mtan", "cross_stitch", "segnet_mtan")
@@ -109,11 +109,13 @@ class DenseBenchmark(Benchmark):
         self.loaders["train"].dataset.aug_seed = seed * 100_003 + epoch
         return super().train_batches(epoch, seed)
 
-    def compute_losses(self, model, batch, rep_grad: bool = False):
+    def compute_losses(self, model, batch, rep_grad: bool = False, tasks=None):
         image, targets = batch
-        preds, rep = model(image, rep_grad=rep_grad)
-        losses = torch.stack([LOSSES[t.name](preds[t.name], targets[t.name]) for t in self.tasks])
-        return losses, rep
+        idx = task_indices(tasks, len(self.tasks))
+        names = [self.tasks[i].name for i in idx]
+        preds, rep = model(image, rep_grad=rep_grad, tasks=names)
+        values = {i: LOSSES[n](preds[n], targets[n]) for i, n in zip(idx, names)}
+        return stack_task_losses(values, len(self.tasks)), rep
 
     # -- evaluation ------------------------------------------------------------------------
     def meters(self) -> dict[str, Any]:

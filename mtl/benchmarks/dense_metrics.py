@@ -63,22 +63,29 @@ def normal_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 # ---- metrics ---------------------------------------------------------------------------------
+# Every meter accumulates on the device of the predictions (no host sync per batch); `compute()`
+# makes the one transfer of the split's statistics.
 class SegmentationMeter:
     """Epoch-pooled confusion matrix -> mIoU and pixel accuracy (in %)."""
 
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
-        self.conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.conf: torch.Tensor | None = None
 
     def update(self, logits: torch.Tensor, label: torch.Tensor) -> None:
-        pred = logits.argmax(1).flatten().cpu()
-        gt = label.long().flatten().cpu()
-        keep = (gt >= 0) & (gt < self.num_classes)
-        idx = self.num_classes * gt[keep] + pred[keep]
-        self.conf += torch.bincount(idx, minlength=self.num_classes ** 2).view(self.num_classes, -1)
+        C = self.num_classes
+        pred = logits.argmax(1).flatten()
+        gt = label.long().flatten()
+        # pixels outside [0, C) (ignore label -1) go to an overflow bin that is dropped
+        keep = (gt >= 0) & (gt < C)
+        idx = torch.where(keep, C * gt + pred, C * C)
+        counts = torch.bincount(idx, minlength=C * C + 1)[: C * C].view(C, C)
+        self.conf = counts if self.conf is None else self.conf + counts
 
     def compute(self) -> dict[str, float]:
-        h = self.conf.double()
+        if self.conf is None:
+            return {"mIoU": float("nan"), "PAcc": float("nan")}
+        h = self.conf.cpu().double()
         tp = h.diag()
         union = h.sum(0) + h.sum(1) - tp
         iou = tp[union > 0] / union[union > 0]
@@ -96,45 +103,60 @@ class DepthMeter:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
-        self.abs_sum = 0.0
-        self.rel_sum = 0.0
-        self.count = 0
-        self.batch_abs: list[float] = []
-        self.batch_rel: list[float] = []
+        self.sums: torch.Tensor | None = None  # [abs, rel, count] (pixel) pooled over the split
+        self.batches: list[torch.Tensor] = []  # per-batch [abs mean, rel mean, count] (batch pooling)
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        # masked sums instead of boolean indexing: no data-dependent shapes, so no host sync
         mask = gt != 0
-        p, g = pred[mask].double(), gt[mask].double()
-        if g.numel() == 0:
-            return
-        err = (p - g).abs()
+        p, g = pred.double(), gt.double()
+        err = (p - g).abs() * mask
+        rel = err / torch.where(mask, g, torch.ones_like(g))
+        n = mask.sum().double()
+        row = torch.stack([err.sum(), rel.sum(), n])
         if self.pooling == "pixel":
-            self.abs_sum += float(err.sum())
-            self.rel_sum += float((err / g).sum())
-            self.count += g.numel()
-        else:
-            self.batch_abs.append(float(err.mean()))
-            self.batch_rel.append(float((err / g).mean()))
+            self.sums = row if self.sums is None else self.sums + row
+        else:  # a batch without valid pixels (n = 0) is skipped in compute()
+            self.batches.append(torch.stack([row[0] / n.clamp_min(1), row[1] / n.clamp_min(1), n]))
 
     def compute(self) -> dict[str, float]:
+        nan = {"AErr": float("nan"), "RErr": float("nan")}
         if self.pooling == "pixel":
-            if self.count == 0:
-                return {"AErr": float("nan"), "RErr": float("nan")}
-            return {"AErr": self.abs_sum / self.count, "RErr": self.rel_sum / self.count}
-        return {"AErr": float(np.mean(self.batch_abs)) if self.batch_abs else float("nan"),
-                "RErr": float(np.mean(self.batch_rel)) if self.batch_rel else float("nan")}
+            if self.sums is None:
+                return nan
+            abs_sum, rel_sum, count = self.sums.tolist()
+            return nan if count == 0 else {"AErr": abs_sum / count, "RErr": rel_sum / count}
+        if not self.batches:
+            return nan
+        rows = torch.stack(self.batches).cpu()
+        rows = rows[rows[:, 2] > 0]
+        if not len(rows):
+            return nan
+        return {"AErr": float(np.mean(rows[:, 0].numpy())), "RErr": float(np.mean(rows[:, 1].numpy()))}
 
 
-def angle_errors(pred: torch.Tensor, gt: torch.Tensor) -> np.ndarray:
-    """Angles in degrees between normalised `pred` and `gt` at valid pixels (gt != 0 vector)."""
+def angle_errors(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Angles in degrees (float32, on the device) between normalised `pred` and `gt`, flattened over
+    every pixel; invalid pixels (gt = 0 vector) are +inf, which sorts last and is never below a
+    threshold (no boolean indexing: no host sync)."""
     mask = valid_normals(gt)
-    cos = (normalize(pred) * gt).sum(1)[mask].clamp(-1, 1)
-    return np.degrees(torch.acos(cos).detach().cpu().numpy())
+    cos = (normalize(pred.float()) * gt).sum(1).clamp(-1, 1)
+    deg = torch.rad2deg(torch.acos(cos))
+    return torch.where(mask, deg, torch.full_like(deg, float("inf"))).flatten()
 
 
-def _angle_stats(err: np.ndarray) -> list[float]:
-    return [float(np.mean(err)), float(np.median(err))] + [
-        100.0 * float(np.mean(err < t)) for t in ANGLE_THRESHOLDS]
+def _angle_stats(err: torch.Tensor) -> list[float]:
+    """[mean, exact median (numpy's: mean of the two middle values for an even count), share below
+    each threshold in %] over the finite entries of `err` (see angle_errors); NaNs if none."""
+    valid = torch.isfinite(err)
+    n = int(valid.sum())
+    if n == 0:
+        return [float("nan")] * 5
+    lo = torch.kthvalue(err, (n + 1) // 2).values
+    hi = torch.kthvalue(err, n // 2 + 1).values if n % 2 == 0 else lo
+    mean = torch.where(valid, err.double(), torch.zeros((), dtype=torch.float64, device=err.device)).sum() / n
+    shares = [100.0 * (err < t).double().sum() / n for t in ANGLE_THRESHOLDS]
+    return torch.stack([mean, (lo.double() + hi.double()) / 2, *shares]).tolist()
 
 
 class NormalMeter:
@@ -144,21 +166,15 @@ class NormalMeter:
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
-        self.errors: list[np.ndarray] = []
-        self.batch_stats: list[list[float]] = []
+        self.errors: list[torch.Tensor] = []  # per batch, on the device; reduced in compute()
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        err = angle_errors(pred, gt)
-        if err.size == 0:
-            return
-        if self.pooling == "pixel":
-            self.errors.append(err.astype(np.float32))
-        else:
-            self.batch_stats.append(_angle_stats(err))
+        self.errors.append(angle_errors(pred, gt))
 
     def compute(self) -> dict[str, float]:
         if self.pooling == "pixel":
-            values = _angle_stats(np.concatenate(self.errors)) if self.errors else [float("nan")] * 5
-        else:
-            values = list(np.mean(self.batch_stats, axis=0)) if self.batch_stats else [float("nan")] * 5
+            values = _angle_stats(torch.cat(self.errors)) if self.errors else [float("nan")] * 5
+        else:  # nash-mtl: unweighted mean of per-batch statistics, batches without valid pixels skipped
+            stats = [v for v in (_angle_stats(e) for e in self.errors) if v[0] == v[0]]
+            values = list(np.mean(stats, axis=0)) if stats else [float("nan")] * 5
         return dict(zip(NORMAL_METRICS, (float(v) for v in values)))

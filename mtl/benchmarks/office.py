@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from datasets.office import load_office, spec, task_name
 from models.office_net import OfficeNet
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
 from mtl.errors import InvalidCombination
 
 
@@ -80,13 +80,15 @@ class Office(Benchmark):
                     batch[t] = next(iters[t])
             yield batch
 
-    def compute_losses(self, model, batch, rep_grad=False):
+    def compute_losses(self, model, batch, rep_grad=False, tasks=None):
         if rep_grad:
             raise InvalidCombination(f"{self.name}: rep_grad=True is not supported with multi-input data "
                                      f"(one input batch per domain); use rep_grad=false")
-        out, _ = model({t: batch[t][0] for t in self.task_names})
-        losses = torch.stack([F.cross_entropy(out[t], batch[t][1]) for t in self.task_names])
-        return losses, None
+        idx = task_indices(tasks, len(self.tasks))
+        names = [self.task_names[i] for i in idx]
+        out, _ = model({t: batch[t][0] for t in names})  # only the domains given run
+        return stack_task_losses({i: F.cross_entropy(out[t], batch[t][1]) for i, t in zip(idx, names)},
+                                 len(self.tasks)), None
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
@@ -96,14 +98,15 @@ class Office(Benchmark):
         model.eval()
         try:
             result = {}
+            correct = {}
             for t, loader in self.loaders[split].items():
-                correct = total = 0
+                hits, total = torch.zeros((), dtype=torch.int64, device=device), 0  # counted on the device
                 for x, y in loader:
                     out, _ = model({t: x.to(device)})
-                    correct += int((out[t].argmax(dim=1).cpu() == y).sum())
+                    hits += (out[t].argmax(dim=1) == y.to(device)).sum()
                     total += y.numel()
-                result[t] = {"acc": 100.0 * correct / total}
-            return result
+                correct[t] = (hits, total)
+            return {t: {"acc": 100.0 * int(hits) / total} for t, (hits, total) in correct.items()}
         finally:
             model.train(was_training)
 

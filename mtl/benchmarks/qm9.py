@@ -27,9 +27,9 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import Compose, Distance
 from torch_geometric.utils import remove_self_loops
 
-from datasets.qm9 import NUM_MOLECULES, QM9, TARGETS
+from datasets.qm9 import NUM_MOLECULES, QM9, TARGETS, QM9File
 from models.mpnn import mpnn_hps
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
 from mtl.errors import DatasetNotFound
 
 # Default 11 targets (PyG indices) of nash-mtl and LibMTL, in output order.
@@ -109,7 +109,8 @@ class QM9Benchmark(Benchmark):
                  limit: int | None = None, subset: dict | None = None, batch_size: int = 128,
                  eval_batch_size: int | None = None, features: str = "pyg", ghost_bonds: bool = True,
                  dim: int = 64, num_workers: int = 0, progress: bool = True, share_edge_weights: bool = True,
-                 graph: str = "complete"):
+                 graph: str = "complete",
+                 data_file: str | None = None):
         targets, task_names = [int(t) for t in targets], list(task_names)
         if len(targets) != len(task_names):
             raise ValueError(f"qm9: {len(targets)} targets but {len(task_names)} task names")
@@ -117,8 +118,11 @@ class QM9Benchmark(Benchmark):
         if bad:
             raise ValueError(f"qm9: target indices {bad} outside 0..{len(TARGETS) - 1}")
         self.targets = targets
-        self.dataset = QM9(root=root, transform=reference_transform(graph), features=features,
-                           ghost_bonds=ghost_bonds, limit=limit, progress=progress)
+        if data_file is not None:  # a QM9-format fixture file (datasets.qm9.write_fixture): no qm9pack
+            self.dataset = QM9File(data_file, transform=reference_transform(graph))
+        else:
+            self.dataset = QM9(root=root, transform=reference_transform(graph), features=features,
+                               ghost_bonds=ghost_bonds, limit=limit, progress=progress)
         y = self.dataset._data.y[:, targets]
         # Reference quirk: statistics over every loaded molecule (float32, unbiased std, as torch).
         self.target_mean, self.target_std = y.mean(0), y.std(0)
@@ -137,11 +141,15 @@ class QM9Benchmark(Benchmark):
         # values, ~2.3x faster); false calls NNConv in each round as the references do
         self.model = mpnn_hps(task_names, dim=dim, share_edge_weights=bool(share_edge_weights))
         ebs = eval_batch_size or batch_size
+        # pinned host memory lets the copies to a GPU run asynchronously. Workers are NOT persistent:
+        # a reused worker iterator draws its shuffle seed from the per-(seed, epoch) generator in a
+        # different order than a fresh one, so a resumed run would see other batches (tested)
+        common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available())
         self.loaders = {
             "train": DataLoader(self.dataset[parts["train"]], batch_size=batch_size, shuffle=True,
-                                generator=torch.Generator(), num_workers=num_workers),
-            "val": DataLoader(self.dataset[parts["val"]], batch_size=ebs, num_workers=num_workers),
-            "test": DataLoader(self.dataset[parts["test"]], batch_size=ebs, num_workers=num_workers),
+                                generator=torch.Generator(), **common),
+            "val": DataLoader(self.dataset[parts["val"]], batch_size=ebs, **common),
+            "test": DataLoader(self.dataset[parts["test"]], batch_size=ebs, **common),
         }
 
     def normalized_targets(self, batch) -> torch.Tensor:
@@ -151,27 +159,32 @@ class QM9Benchmark(Benchmark):
     def predictions(self, out: dict) -> torch.Tensor:
         return torch.cat([out[t.name].reshape(-1, 1) for t in self.tasks], dim=1)
 
-    def compute_losses(self, model, batch, rep_grad=False):
-        out, rep = model(batch, rep_grad=rep_grad)
-        losses = ((self.predictions(out) - self.normalized_targets(batch)) ** 2).mean(0)
-        return losses, rep
+    def compute_losses(self, model, batch, rep_grad=False, tasks=None):
+        if tasks is None:
+            out, rep = model(batch, rep_grad=rep_grad)
+            return ((self.predictions(out) - self.normalized_targets(batch)) ** 2).mean(0), rep
+        idx = task_indices(tasks, len(self.tasks))
+        out, rep = model(batch, rep_grad=rep_grad, tasks=[self.tasks[i].name for i in idx])
+        y = self.normalized_targets(batch)
+        values = {i: ((out[self.tasks[i].name].reshape(-1) - y[:, i]) ** 2).mean() for i in idx}
+        return stack_task_losses(values, len(self.tasks)), rep
 
     def mae(self, pred_norm: torch.Tensor, y_norm: torch.Tensor) -> torch.Tensor:
         """Summed absolute error per target in reported units (LibMTL: |pred*std - gt*std|, x1000
         for the meV targets) over the rows given; [T] float64."""
         err = (pred_norm.double() - y_norm.double()).abs() * self.target_std.double().to(pred_norm.device)
-        return err.sum(0).cpu() * self.scale
+        return err.sum(0) * self.scale.to(pred_norm.device)
 
     @torch.no_grad()
     def evaluate(self, model, split, device):
-        total = torch.zeros(len(self.tasks), dtype=torch.float64)
+        total = torch.zeros(len(self.tasks), dtype=torch.float64, device=device)  # summed on the device
         n = 0
         for batch in self.loaders[split]:
             batch = batch.to(device)
             out, _ = model(batch)
             total += self.mae(self.predictions(out), self.normalized_targets(batch))
             n += batch.num_graphs
-        mae = total / n
+        mae = total.cpu() / n  # the one transfer of the evaluation
         return {t.name: {"mae": float(mae[i])} for i, t in enumerate(self.tasks)}
 
 

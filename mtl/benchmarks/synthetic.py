@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from models.base import HPS
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
 
 
 def make_data(n: int, dim: int, scales: list[float], noise: float, gen: torch.Generator, A, W):
@@ -45,22 +45,23 @@ class Synthetic(Benchmark):
             "test": DataLoader(splits["test"], batch_size=256),
         }
 
-    def compute_losses(self, model, batch, rep_grad=False):
+    def compute_losses(self, model, batch, rep_grad=False, tasks=None):
         x, y = batch
-        out, rep = model(x, rep_grad=rep_grad)
-        losses = torch.stack([((out[t.name].squeeze(-1) - y[:, i]) ** 2).mean() for i, t in enumerate(self.tasks)])
-        return losses, rep
+        idx = task_indices(tasks, len(self.tasks))
+        out, rep = model(x, rep_grad=rep_grad, tasks=[self.tasks[i].name for i in idx])
+        values = {i: ((out[self.tasks[i].name].squeeze(-1) - y[:, i]) ** 2).mean() for i in idx}
+        return stack_task_losses(values, len(self.tasks)), rep
 
     @torch.no_grad()
     def evaluate(self, model, split, device):
-        abs_err = torch.zeros(len(self.tasks), dtype=torch.float64)
+        abs_err = torch.zeros(len(self.tasks), dtype=torch.float64, device=device)  # summed on the device
         n = 0
         for x, y in self.loaders[split]:
             out, _ = model(x.to(device))
-            pred = torch.stack([out[t.name].squeeze(-1) for t in self.tasks], dim=1).cpu()
-            abs_err += (pred - y).abs().sum(0).double()
+            pred = torch.stack([out[t.name].squeeze(-1) for t in self.tasks], dim=1)
+            abs_err += (pred - y.to(device)).abs().sum(0).double()
             n += y.shape[0]
-        mae = abs_err / n
+        mae = abs_err.cpu() / n  # the one transfer of the evaluation
         return {t.name: {"mae": float(mae[i])} for i, t in enumerate(self.tasks)}
 
 

@@ -15,15 +15,14 @@ import torch
 from scipy.optimize import minimize
 
 from mtl.errors import SolverError
+from mtl.engine import gram64
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods._hparams import Choice, Real
 from mtl.methods.registry import register
 
 
-def cagrad_solve(gram: np.ndarray, calpha: float) -> tuple[np.ndarray, float]:
-    """The simplex weights w and the radius c of CAGrad's inner problem."""
-    T = gram.shape[0]
-    A = np.asarray(gram, dtype=np.float64)
+def _slsqp(A: np.ndarray, calpha: float):
+    T = A.shape[0]
     g0_norm = np.sqrt(A.mean() + 1e-8)
     x0 = np.ones(T) / T
     b = x0.copy()
@@ -34,6 +33,22 @@ def cagrad_solve(gram: np.ndarray, calpha: float) -> tuple[np.ndarray, float]:
 
     res = minimize(objective, x0, method="SLSQP", bounds=[(0.0, 1.0)] * T,
                    constraints=({"type": "eq", "fun": lambda x: 1.0 - x.sum()},))
+    return res, c
+
+
+def cagrad_solve(gram: np.ndarray, calpha: float) -> tuple[np.ndarray, float]:
+    """The simplex weights w and the radius c of CAGrad's inner problem.
+
+    Solved on the raw Gram as LibMTL does. If SLSQP fails there (its absolute tolerances break down
+    for huge gradients, e.g. a Gram diagonal of 1e12), it is solved once more on the Gram divided by
+    its mean diagonal: the objective is positively homogeneous of degree 1 in A (up to its 1e-8
+    terms), so the minimiser is the same; c stays the raw-scale radius. Raises if both fail."""
+    A = np.asarray(gram, dtype=np.float64)
+    res, c = _slsqp(A, calpha)
+    if not res.success:
+        scale = float(np.mean(np.diag(A)))
+        if np.isfinite(scale) and scale > 0:
+            res, _ = _slsqp(A / scale, calpha)
     if not res.success:
         raise SolverError(f"CAGrad: scipy SLSQP failed ({res.message}); Gram diagonal {np.diag(A).tolist()}")
     return res.x, c
@@ -43,7 +58,7 @@ def cagrad(G: torch.Tensor, calpha: float = 0.5, rescale: int = 1) -> tuple[torc
     """Returns (update direction [D], simplex weights w [T])."""
     if rescale not in (0, 1, 2):
         raise ValueError(f"CAGrad rescale must be 0, 1 or 2, got {rescale}")
-    gram = (G.double() @ G.double().T).cpu().numpy()
+    gram = gram64(G).cpu().numpy()
     w_np, c = cagrad_solve(gram, calpha)
     w = torch.as_tensor(w_np, dtype=G.dtype, device=G.device)
     gw = w @ G

@@ -18,11 +18,18 @@ whatever the batch size); its norms u_t give weights w_t = a_k / (u_t + 1e-8) th
 current per-sample representation gradients, followed by one backward through the encoder. Only the
 magnitudes are momentum-averaged, not the direction, so it is not numerically DB-MTL; it costs
 about one encoder backward instead of T.
+
+Speed (loop engine, the default): each task's gradient is folded into its EMA row as soon as its
+backward pass returns (`torch._foreach_lerp_` on per-parameter views of the [T, D] buffer) and then
+freed, so no [T, D] copy of the gradients is ever made; the update is written into each `.grad` by
+one `addmv` per parameter. The batched engine and `grad_engine=auto`'s first step take the generic
+path (the [T, D] Jacobian, then the same arithmetic).
 """
 from __future__ import annotations
 
 import torch
 
+from mtl.engine import accumulate_grads, flat_dim
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods._hparams import Bool, Choice, Either, Real
 from mtl.methods.registry import register
@@ -69,7 +76,9 @@ class DBMTL(GradientMethod):
 
     def _backward(self, losses, shared_params, task_params, rep):
         if self.balance_grads:
-            return super()._backward(losses, shared_params, task_params, rep)
+            if self.rep_grad or self.engine.chosen != "loop":
+                return super()._backward(losses, shared_params, task_params, rep)
+            return self._backward_streamed(losses, shared_params, task_params)
         # Table 5 ablation without gradient balancing: plain sum of the (transformed) losses.
         losses.sum().backward()
         self.engine.backward_passes += 1
@@ -77,16 +86,66 @@ class DBMTL(GradientMethod):
             rep.value.backward(rep.leaf.grad)
         return {"weights": torch.ones_like(losses).detach()}
 
-    def _update_buffer(self, G: torch.Tensor) -> torch.Tensor:
+    def _buffer_for(self, shape, like: torch.Tensor) -> torch.Tensor:
+        """The [T, D] EMA buffer (zero-initialised on first use) after advancing the step count."""
         self.db_step += 1
-        beta_k = self.beta / self.db_step ** self.beta_sigma
         if self.grad_buffer is None:
-            self.grad_buffer = torch.zeros_like(G)
-        elif self.grad_buffer.shape != G.shape:
+            self.grad_buffer = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        elif tuple(self.grad_buffer.shape) != tuple(shape):
             raise RuntimeError(f"{self.name}: gradient shape changed from {tuple(self.grad_buffer.shape)} "
-                               f"to {tuple(G.shape)}; the EMA buffer cannot follow")
-        self.grad_buffer.lerp_(G, 1.0 - beta_k)  # beta_k * buf + (1 - beta_k) * g, in place
+                               f"to {tuple(shape)}; the EMA buffer cannot follow")
         return self.grad_buffer
+
+    @property
+    def _beta_k(self) -> float:
+        return self.beta / self.db_step ** self.beta_sigma
+
+    def _update_buffer(self, G: torch.Tensor) -> torch.Tensor:
+        buf = self._buffer_for(G.shape, G)
+        buf.lerp_(G, 1.0 - self._beta_k)  # beta_k * buf + (1 - beta_k) * g, in place
+        return buf
+
+    def _backward_streamed(self, losses, shared, task):
+        """Loop engine: T backward passes, each folded straight into its EMA row (see module doc)."""
+        T = losses.shape[0]
+        params = [*shared, *task]
+        sizes = [p.numel() for p in shared]
+        buf = None
+        grad_norms = []
+        for t in range(T):
+            grads = torch.autograd.grad(losses[t], params, retain_graph=t < T - 1, allow_unused=True)
+            self.engine.backward_passes += 1
+            if buf is None:
+                ref = next((g for g in grads[:len(shared)] if g is not None), losses)
+                buf = self._buffer_for((T, flat_dim(shared)), ref)
+                beta_k = self._beta_k
+            rows = torch.split(buf[t], sizes)  # contiguous per-parameter views of row t
+            present = [(row, g.reshape(-1)) for row, g in zip(rows, grads[:len(shared)]) if g is not None]
+            for row, g in zip(rows, grads[:len(shared)]):
+                if g is None:  # a parameter this loss does not reach: its gradient is 0
+                    row.mul_(beta_k)
+            if present:
+                views, flat = [r for r, _ in present], [g for _, g in present]
+                torch._foreach_lerp_(views, flat, 1.0 - beta_k)  # beta_k * buf + (1 - beta_k) * g
+                grad_norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(flat))))
+            else:
+                grad_norms.append(buf.new_zeros(()))
+            accumulate_grads(task, grads[len(shared):])  # heads: plain gradient of their own loss
+            del grads, present
+        coeff, u, a_k = self._coefficients(buf)
+        c = coeff.to(buf.dtype)
+        offset = 0
+        for p, n in zip(shared, sizes):  # .grad += sum_t c_t buf_t, one matrix-vector product per tensor
+            block = buf[:, offset: offset + n]
+            offset += n
+            if p.grad is None:
+                p.grad = (c @ block).view_as(p).to(p.dtype)
+            elif p.grad.is_contiguous() and p.grad.dtype == buf.dtype:
+                p.grad.view(-1).addmv_(block.T, c)
+            else:
+                p.grad.add_((c @ block).view_as(p))
+        return {"grad_norms": torch.stack(grad_norms).detach(),
+                "buffer_coeffs": coeff, "buffer_norms": u, "alpha_k": a_k}
 
     def _coefficients(self, buf: torch.Tensor):
         u = buf.norm(dim=1)

@@ -15,6 +15,7 @@ import torch
 from scipy.optimize import least_squares
 
 from mtl.errors import SolverError
+from mtl.engine import gram64
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods._hparams import Either, Int, Null, Real
 from mtl.methods.registry import register
@@ -34,7 +35,7 @@ class FairGrad(GradientMethod):
         self.max_nfev = max_nfev  # None: scipy's default budget (as the reference)
 
     def solve_weights(self, G: torch.Tensor) -> tuple[np.ndarray, dict]:
-        A = (G.detach().double() @ G.detach().double().T).cpu().numpy()
+        A = gram64(G).cpu().numpy()
         T = A.shape[0]
 
         def residual(x):

@@ -23,18 +23,20 @@ ECOS "optimal_inaccurate" solves are accepted (as the reference) and counted in
 linearisation stalled short of the bargaining solution (it can, for strongly rescaled
 conflicting tasks, within optim_niter iterations from the warm start).
 
-Speed: the problem divides by Parameters, so it is not DPP and cvxpy recompiles it on every
-solve (tens of ms each, up to `optim_niter` per step, on CPU) -- slow for many tasks / steps.
+Speed: the subproblem is written as a DPP problem (see `_build_problem`), so cvxpy compiles it
+once per run and every solve only substitutes parameter values (the reference's form divides by
+Parameters, so cvxpy recompiled it on every one of up to `optim_niter` solves per step). The
+Gram matrix is formed in float64 from the [T, D] gradients on their device; only the T x T result
+goes to the host.
 """
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 import torch
 
-from mtl.engine import accumulate_grads, assign_flat_grad
+from mtl.engine import accumulate_grads, assign_flat_grad, gram64
 from mtl.errors import SolverError
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods._hparams import Choice, Int, Real
@@ -91,19 +93,28 @@ class NashMTL(GradientMethod):
 
     # ---- the convex program (built once) ------------------------------------------------------
     def _build_problem(self) -> None:
+        """The linearised subproblem as a DPP problem (disciplined parametrized programming): every
+        Parameter enters affinely, so cvxpy compiles it once and each solve only substitutes values.
+
+        Reference form (parameters G_n = G G^T / nf, nf, previous iterate a0):
+            min 1^T G_n a + phi(a) / nf,  phi(a) = (1/a0 + (1/(G_n a0)) G_n)^T (a - a0)
+            s.t. -log(a_i nf) - log((G_n a)_i) <= 0.
+        Here the linear coefficient c = (1/a0 + (1/(G_n a0)) G_n) / nf and log(nf) are computed in
+        numpy and passed as Parameters, the constant -c^T a0 (no effect on the minimiser) is dropped
+        and -log(a_i nf) is written -log(a_i) - log(nf): the same feasible set and minimiser."""
         cp = _cvxpy()
         T = self.num_tasks
         self._alpha = cp.Variable(shape=(T,), nonneg=True)
-        self._prev = cp.Parameter(shape=(T,), value=np.ones(T))
         self._gtg = cp.Parameter(shape=(T, T), value=np.eye(T))
-        self._nf = cp.Parameter(shape=(1,), value=np.ones(1))
+        self._lin = cp.Parameter(shape=(T,), value=np.ones(T))
+        self._log_nf = cp.Parameter(value=0.0)
         g_alpha = self._gtg @ self._alpha
-        # linearisation of the concave part at the previous iterate
-        g_prev = self._gtg @ self._prev
-        phi_grad = 1 / self._prev + (1 / g_prev) @ self._gtg
-        phi = phi_grad @ (self._alpha - self._prev)
-        cons = [-cp.log(self._alpha[i] * self._nf) - cp.log(g_alpha[i]) <= 0 for i in range(T)]
-        self._prob = cp.Problem(cp.Minimize(cp.sum(g_alpha) + phi / self._nf), cons)
+        cons = [-cp.log(self._alpha) - self._log_nf - cp.log(g_alpha) <= 0]
+        self._prob = cp.Problem(cp.Minimize(cp.sum(g_alpha) + self._lin @ self._alpha), cons)
+        assert self._prob.is_dcp(dpp=True)  # compiled once, re-solved with new parameter values
+
+    def _set_linearisation(self, gtg_n: np.ndarray, nf: float, prev: np.ndarray) -> None:
+        self._lin.value = (1.0 / prev + (1.0 / (gtg_n @ prev)) @ gtg_n) / nf
 
     def _fail(self, msg: str, err: Exception | None = None) -> None:
         if self.on_solver_error == "raise":
@@ -114,7 +125,7 @@ class NashMTL(GradientMethod):
     def solve_weights(self, G: torch.Tensor) -> tuple[np.ndarray, dict]:
         """alpha for task gradients G [T, D], warm-started from the previous alpha."""
         cp = _cvxpy()
-        gtg = (G.detach().double() @ G.detach().double().T).cpu().numpy()
+        gtg = gram64(G).cpu().numpy()
         nf = float(np.linalg.norm(gtg))
         failures, iters, inaccurate = 0, 0, 0
         alpha_t = self.prvs_alpha
@@ -131,15 +142,13 @@ class NashMTL(GradientMethod):
                              "nash_residual": float("nan")}
         gtg_n = gtg / nf
         self._gtg.value = gtg_n
-        self._nf.value = np.array([nf])
+        self._log_nf.value = float(np.log(nf))
         for _ in range(self.optim_niter):
             self._alpha.value = alpha_t
-            self._prev.value = alpha_t
+            self._set_linearisation(gtg_n, nf, alpha_t)
             iters += 1
             try:
-                with warnings.catch_warnings():  # "not DPP": known and documented above
-                    warnings.filterwarnings("ignore", message=".*not DPP.*")
-                    self._prob.solve(solver=cp.ECOS, warm_start=True, max_iters=self.ecos_max_iters)
+                self._prob.solve(solver=cp.ECOS, warm_start=True, max_iters=self.ecos_max_iters)
                 status, new = self._prob.status, self._alpha.value
                 ok = status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and new is not None and np.all(np.isfinite(new))
                 err = None

@@ -16,6 +16,7 @@ from qpsolvers import available_solvers, solve_qp
 from qpsolvers.exceptions import QPError
 
 from mtl.errors import SolverError
+from mtl.engine import gram64
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods._hparams import Real, Str
 from mtl.methods.registry import register
@@ -50,7 +51,7 @@ class UPGrad(GradientMethod):
         return v
 
     def solve_weights(self, G: torch.Tensor) -> np.ndarray:
-        gram = (G.detach().double() @ G.detach().double().T).cpu().numpy()
+        gram = gram64(G).cpu().numpy()
         trace = np.trace(gram)
         gram = np.zeros_like(gram) if trace < self.norm_eps else gram / trace
         gram = gram + self.reg_eps * np.eye(gram.shape[0])

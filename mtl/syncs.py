@@ -1,0 +1,84 @@
+"""Counting device->host synchronisations in a block of code (e.g. one training step).
+
+A synchronisation stalls the host until the device has caught up; a training step that makes none
+lets the host queue the next step's kernels while the device works. Two counters, one interface:
+
+- CUDA: `torch.cuda.set_sync_debug_mode("warn")` makes PyTorch warn on every synchronising call
+  (`.item()`, `.tolist()`, `bool()`, `.cpu()`, `nonzero`, blocking copies, ...); each warning counts.
+- CPU (no device to wait for): a `TorchFunctionMode` counts the calls that WOULD synchronise on a
+  GPU: `.item()`, `.tolist()`, `bool()`, `float()`, `int()`, `.cpu()`, `.numpy()`, when made from
+  code outside the torch package (torch's own CPU-side bookkeeping, e.g. Adam reading its step
+  counter with `.item()`, keeps those tensors on the host even on a GPU and never synchronises).
+  Syncs hidden inside torch ops (e.g. `torch.nonzero`) are only seen by the CUDA counter.
+
+    with SyncCounter("cpu") as c:
+        step()
+    print(c.count, c.sites)
+"""
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import warnings
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+# Tensor methods that copy a value to the host (a synchronisation on an accelerator)
+_SYNC_METHODS = frozenset({
+    torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
+    torch.Tensor.__int__, torch.Tensor.cpu, torch.Tensor.numpy,
+})
+
+
+class _CountingMode(TorchFunctionMode):
+    def __init__(self, counter: "SyncCounter"):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _SYNC_METHODS:
+            frame = sys._getframe(1)
+            filename = frame.f_code.co_filename
+            if not filename.startswith(_TORCH_DIR):
+                self.counter._record(f"{os.path.basename(filename)}:{frame.f_lineno} {func.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
+class SyncCounter:
+    """Context manager counting host synchronisations on `device` (see module docstring).
+
+    count: total; sites: Counter of "file:line what" (CPU) or warning texts (CUDA)."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+        self.count = 0
+        self.sites: collections.Counter[str] = collections.Counter()
+
+    def _record(self, site: str) -> None:
+        self.count += 1
+        self.sites[site] += 1
+
+    def __enter__(self) -> "SyncCounter":
+        if self.device.type == "cuda":
+            self._warnings = warnings.catch_warnings(record=True)
+            self._caught = self._warnings.__enter__()
+            warnings.simplefilter("always")
+            self._previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("warn")
+        else:
+            self._mode = _CountingMode(self)
+            self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode(self._previous)
+            self._warnings.__exit__(*exc)
+            for w in self._caught:
+                if "synchronizing operation" in str(w.message):
+                    self._record(str(w.message).splitlines()[0][:120])
+        else:
+            self._mode.__exit__(*exc)
