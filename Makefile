@@ -36,7 +36,7 @@ test-slow: install
 # GPU smoke test (~5 min on one H100): no install step, so it runs on a machine's own Python, e.g.
 # `make test-gpu PY=python3` after scripts/gpu_wheels.sh (see tests/test_gpu.py and the README).
 test-gpu:
-	$(PY) -m pytest -q -m gpu tests/test_gpu.py
+	$(PY) -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_campaign.py
 
 demo: install
 	$(PY) scripts/demo.py

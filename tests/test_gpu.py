@@ -185,9 +185,9 @@ def test_resumed_method_state_is_on_the_device(tmp_path, monkeypatch):
     seen = {}
     original = trainer_mod.Trainer._train_epoch
 
-    def spy(self, epoch, global_step):
+    def spy(self, epoch, global_step, *args, **kwargs):
         seen["buffer"] = self.method.grad_buffer.device.type if self.method.grad_buffer is not None else None
-        return original(self, epoch, global_step)
+        return original(self, epoch, global_step, *args, **kwargs)
 
     monkeypatch.setattr(trainer_mod.Trainer, "_train_epoch", spy)
     run(common)
