@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from mtl.errors import InvalidCombination
+
 MODES = ("loop", "batched", "auto")
 
 
@@ -69,7 +71,16 @@ class GradientEngine:
             return self._measure(losses, shared, task, retain_graph)
         if self.chosen == "loop":
             return self._loop(losses, shared, task, retain_graph)
-        return self._batched(losses, shared, task, retain_graph)
+        try:
+            return self._batched(losses, shared, task, retain_graph)
+        except RuntimeError as err:
+            if "Batching rule not implemented" not in str(err):
+                raise
+            op = str(err).split("for ", 1)[-1].split(".")[0]
+            raise InvalidCombination(
+                f"grad_engine=batched: the model's backward uses {op}, which has no batched (vmap) rule on "
+                f"{losses.device.type} (e.g. cuDNN's LSTM in the QM9 MPNN's Set2Set); use grad_engine=loop, "
+                f"or auto (which falls back to the loop)") from None
 
     def _loop(self, losses, shared, task, retain_graph) -> TaskGradients:
         params = list(shared) + list(task)

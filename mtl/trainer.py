@@ -187,11 +187,6 @@ class Trainer:
         self.bench = bench = build_benchmark(cfg)
         model = bench.model.to(self.device)
         self.precision = precision.check(str(cfg.trainer.get("precision", "fp32")))
-        if self.precision == "fp16":
-            raise InvalidCombination(
-                "trainer.precision=fp16 needs a gradient scaler that per-task gradient methods unscale "
-                "before they combine, which is not implemented; use trainer.precision=bf16 (no scaler "
-                "needed) or fp32")
         if cfg.trainer.get("channels_last", False):  # NHWC kernels for the conv nets (no-op elsewhere)
             model = model.to(memory_format=torch.channels_last)
         method_cfg = OmegaConf.to_container(cfg.method, resolve=True)

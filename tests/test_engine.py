@@ -101,3 +101,29 @@ def test_weighted_head_grads_and_assign_helpers():
     accumulate_grads([p], [None])
     accumulate_grads([p], [torch.ones(2, 2)])
     torch.testing.assert_close(p.grad, torch.tensor([[2.0, 3.0], [4.0, 5.0]]))
+
+
+def test_batched_engine_without_a_vmap_rule_says_to_use_the_loop(monkeypatch):
+    """On CUDA, cuDNN's LSTM backward has no batching rule (QM9's Set2Set): one line, not a traceback."""
+    import pytest
+
+    from mtl.engine import GradientEngine
+    from mtl.errors import InvalidCombination
+
+    real = torch.autograd.grad
+
+    def no_rule(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented for aten::_cudnn_rnn_backward. We could not "
+                               "generate a fallback.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_rule)
+    w = torch.nn.Parameter(torch.ones(3))
+    losses = torch.stack([w.sum(), (w ** 2).sum()])
+    with pytest.raises(InvalidCombination, match="aten::_cudnn_rnn_backward.*grad_engine=loop"):
+        GradientEngine("batched").jacobian(losses, [w])
+    auto = GradientEngine("auto")
+    with pytest.warns(UserWarning, match="using the loop"):
+        auto.jacobian(losses, [w])
+    assert auto.chosen == "loop"

@@ -245,10 +245,25 @@ def test_loop_and_batched_engines_agree_on_device(bench, data):
     batch = to_device(next(iter(b.loaders["train"])), torch.device(DEVICE))
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # compare fp32 to fp32
+    from mtl.errors import InvalidCombination
+
     try:
         losses, _ = b.compute_losses(model, batch)  # one forward: dropout draws are shared by both modes
-        grads = {mode: GradientEngine(mode).jacobian(losses, model.shared_parameters(), model.task_parameters(),
-                                                     retain_graph=True) for mode in ("loop", "batched")}
+        jac = lambda engine: engine.jacobian(losses, model.shared_parameters(), model.task_parameters(),  # noqa: E731
+                                             retain_graph=True)
+        grads = {"loop": jac(GradientEngine("loop"))}
+        try:
+            grads["batched"] = jac(GradientEngine("batched"))
+        except InvalidCombination as err:
+            # some backward ops have no vmap rule on this device (cuDNN's LSTM in QM9's Set2Set on CUDA):
+            # batched says so in one line, auto falls back to the loop
+            assert "grad_engine=loop" in str(err), err
+            with pytest.warns(UserWarning, match="using the loop"):
+                auto = GradientEngine("auto")
+                jac(auto)
+            assert auto.chosen == "loop"
+            record("engine_equality", bench, metric="batched_unsupported", value=str(err).split(",")[0][:80])
+            return
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     G, H = grads["loop"].shared, grads["batched"].shared
