@@ -610,3 +610,31 @@ def test_run_error_catalogue(case, campaign, tmp_path):
             assert text in lines[-1], (text, lines[-1])
         assert "Traceback" not in r.stderr
     assert finished_digest(root) == before  # the finished run next to it is untouched
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """torch.save on a full disk raises a C++ 'enforce fail ... file write failed' RuntimeError; the run
+    says the disk is full, and the previous checkpoint (renamed into place only after a complete
+    write) stays intact."""
+    import shutil as shutil_mod
+    from collections import namedtuple
+
+    from mtl import results
+    from mtl.errors import StorageError
+    from mtl.train import run
+
+    path = run([*RUN_BASE, f"run.root={tmp_path}", "trainer.epochs=1"])
+    before = (path / "checkpoint.pt").read_bytes()
+
+    def full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0 "
+                           "PytorchStreamWriter failed writing file data/0: file write failed")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(results.torch, "save", full)
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda p: usage(10 * 2**30, 10 * 2**30, 3 * 2**20))
+    with pytest.raises(StorageError, match=r"checkpoint.pt: the disk is full \(3 MiB left\).*run.root="):
+        results.RunDir(path).save_checkpoint({"model": {}, "epoch": 0, "history": []})
+    assert (path / "checkpoint.pt").read_bytes() == before
+    assert not list(path.glob("*.tmp"))
