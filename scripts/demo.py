@@ -49,7 +49,8 @@ LOG_TAIL = 15  # lines of a failed run's log shown in the error
 NEXT_STEPS = """\
 Next steps
   * The paper's protocol on a GPU (full QM9, complete graphs, 300 epochs, every method x 3 seeds):
-      make reproduce-qm9 LAUNCHER=slurm        # or one run: python -m mtl.train benchmark=qm9 method=db_mtl seed=0
+      make reproduce-qm9 LAUNCHER=slurm        # a cluster; LAUNCHER=gpus on one multi-GPU machine
+      python -m mtl.train benchmark=qm9 method=db_mtl seed=0   # or one run
   * Regenerate a paper table from finished runs (ours vs the published numbers, Δp, Δm, mean rank):
       make tables                              # -> results/tables/qm9.{md,tex,csv} and plots
   * Compare a new method (mtl/methods/<name>.py + configs/method/<name>.yaml, README "Add a method"):
