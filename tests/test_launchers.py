@@ -71,3 +71,12 @@ def test_gpus_launcher_places_each_run_on_its_own_gpu_share(tmp_path):
         seen[m] = yaml.safe_load((run / "config.yaml").read_text())["runtime"]["cuda_visible_devices"]
     assert all(v in ("0", "1") for v in seen.values()), seen  # one GPU each, never "0,1" or unset
     assert sorted(seen.values()) == ["0", "0", "1", "1"], seen
+
+
+@pytest.mark.parametrize("kwargs,match", [({"gpus_per_job": 1.5}, "gpus_per_job"), ({"gpus_per_job": -1}, "gpus_per_job"),
+                                          ({"max_concurrent": 0}, "max_concurrent")])
+def test_gpus_launcher_rejects_impossible_shares(kwargs, match):
+    from hydra_plugins.mtl_ray_launcher.ray_launcher import RayGPULauncher
+
+    with pytest.raises(ValueError, match=match):
+        RayGPULauncher(**kwargs)
