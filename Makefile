@@ -62,8 +62,8 @@ data-qm9: install
 	$(PY) scripts/download_data.py qm9 --root $${QM9_ROOT:-data/qm9}
 
 # ---- reproduction workflows (relaunch-safe: finished runs are skipped, interrupted ones resume) --
-.PHONY: tables sweep-beta sweep-alpha compare reproduce-nyuv2 reproduce-nyuv2-segnet reproduce-cityscapes \
-        reproduce-qm9 reproduce-office31 reproduce-officehome reproduce-all reproduce-demo bench-step toy
+# (reproduce-<bench> targets are a pattern rule below: make skips pattern rules for .PHONY names)
+.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy
 
 tables: install
 	$(PY) scripts/tables.py
@@ -77,23 +77,10 @@ sweep-alpha: install
 compare: install
 	$(PY) scripts/compare.py --method $(METHOD) --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER)
 
-reproduce-nyuv2: install
-	$(PY) scripts/reproduce.py nyuv2 --seeds $(SEEDS) --launcher $(LAUNCHER)
-
-reproduce-nyuv2-segnet: install
-	$(PY) scripts/reproduce.py nyuv2_segnet --seeds $(SEEDS) --launcher $(LAUNCHER)
-
-reproduce-cityscapes: install
-	$(PY) scripts/reproduce.py cityscapes --seeds $(SEEDS) --launcher $(LAUNCHER)
-
-reproduce-qm9: install
-	$(PY) scripts/reproduce.py qm9 --seeds $(SEEDS) --launcher $(LAUNCHER)
-
-reproduce-office31: install
-	$(PY) scripts/reproduce.py office31 --seeds $(SEEDS) --launcher $(LAUNCHER)
-
-reproduce-officehome: install
-	$(PY) scripts/reproduce.py officehome --seeds $(SEEDS) --launcher $(LAUNCHER)
+# reproduce-<bench>: every method of configs/experiment/reproduce_<bench>.yaml x SEEDS, plus STL, then the table
+# (reproduce-nyuv2-segnet -> reproduce_nyuv2_segnet)
+reproduce-%: install
+	$(PY) scripts/reproduce.py $(subst -,_,$*) --seeds $(SEEDS) --launcher $(LAUNCHER)
 
 reproduce-all: reproduce-nyuv2 reproduce-nyuv2-segnet reproduce-cityscapes reproduce-qm9 reproduce-office31 reproduce-officehome
 

@@ -32,6 +32,12 @@ class TaskSpec:
 Metrics = dict[str, dict[str, float]]  # task -> metric -> value (reported units)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and augmentation draws: a function of (seed, epoch) alone, so a
+    resumed run sees the batches an uninterrupted one saw."""
+    return seed * 100_003 + epoch
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """Move a batch (tensor, PyG batch, or nested dict/list/tuple of them) to `device`. Copies are
     non-blocking: from pinned memory (loaders pin when CUDA is present) the host queues the copy and
@@ -76,7 +82,7 @@ class Benchmark:
         loader = self.loaders["train"]
         gen = getattr(loader, "generator", None)
         if gen is not None:
-            gen.manual_seed(seed * 100_003 + epoch)
+            gen.manual_seed(epoch_seed(seed, epoch))
         return iter(loader)
 
     def steps_per_epoch(self) -> int:

@@ -147,13 +147,6 @@ class GradientEngine:
         return result
 
 
-def _flatten(grads, params) -> torch.Tensor:
-    return torch.cat(
-        [(g.reshape(-1) if g is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype))
-         for g, p in zip(grads, params)]
-    )
-
-
 def _flatten_into(row: torch.Tensor, grads, params) -> None:
     offset = 0
     for g, p in zip(grads, params):

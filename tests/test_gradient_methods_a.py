@@ -1,4 +1,4 @@
-"""Value tests (hand-computed numbers) for the gradient-balancing methods of issue 4, part A:
+"""Value tests (hand-computed numbers) for the gradient-balancing methods:
 MGDA, GradNorm, PCGrad, GradDrop, GradVac, IMTL-G, IMTL, CAGrad, MoCo, Aligned-MTL, MTAdam,
 MetaBalance."""
 from __future__ import annotations

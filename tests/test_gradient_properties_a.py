@@ -1,4 +1,4 @@
-"""Property tests, one per promise, for the gradient-balancing methods of issue 4, part A."""
+"""Property tests, one per promise, for the gradient-balancing methods (MGDA, PCGrad, CAGrad, IMTL-G, ...)."""
 from __future__ import annotations
 
 import itertools

@@ -22,7 +22,7 @@ from models.deeplab import DeepLabHead
 from models.mtan import MTAN
 from models.resnet import ResNetEncoder
 from models.segnet_mtan import FILTERS, SegNetMTAN
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, epoch_seed, stack_task_losses, task_indices
 from mtl.benchmarks import dense_metrics as dm
 
 ARCHS = ("hps", "mtan", "cross_stitch", "segnet_mtan")
@@ -106,7 +106,7 @@ class DenseBenchmark(Benchmark):
     # -- training --------------------------------------------------------------------------
     def train_batches(self, epoch: int, seed: int):
         # augmentation draws depend on (seed, epoch, index) only, like the shuffle order
-        self.loaders["train"].dataset.aug_seed = seed * 100_003 + epoch
+        self.loaders["train"].dataset.aug_seed = epoch_seed(seed, epoch)
         return super().train_batches(epoch, seed)
 
     def compute_losses(self, model, batch, rep_grad: bool = False, tasks=None):

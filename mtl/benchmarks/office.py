@@ -18,13 +18,13 @@ from torch.utils.data import DataLoader
 
 from datasets.office import load_office, spec, task_name
 from models.office_net import OfficeNet
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, epoch_seed, stack_task_losses, task_indices
 from mtl.errors import InvalidCombination
 
 
 def domain_seed(seed: int, epoch: int, domain: int) -> int:
     """Generator seed of one domain loader in one epoch (distinct for every (seed, epoch, domain))."""
-    return ((seed * 100_003 + epoch) * 1_009 + domain) % (2 ** 63)
+    return (epoch_seed(seed, epoch) * 1_009 + domain) % (2 ** 63)
 
 
 def office_tasks(dataset: str) -> list[TaskSpec]:
