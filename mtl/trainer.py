@@ -244,7 +244,8 @@ class Trainer:
             if not done:  # preempted mid-epoch: checkpoint the position within the epoch
                 state["wall"] += time.perf_counter() - t0
                 state["partial"] = train_stats
-                self._save_checkpoint(state, epoch - 1)
+                if cfg.run.checkpoint:
+                    self._save_checkpoint(state, epoch - 1)
                 return
             train_time = time.perf_counter() - t0
             record = {"epoch": epoch, "steps": train_stats.pop("steps"), "train_time_s": train_time,
@@ -280,10 +281,12 @@ class Trainer:
     def _stop_preempted(self, state: dict[str, Any], guard: PreemptionGuard) -> None:
         where = (f"epoch {state['epoch']} step {state['partial']['steps']}" if state["partial"]
                  else f"the end of epoch {state['epoch'] - 1}")
-        print(f"[mtl] {guard.name}: checkpoint saved at {where}; the same command resumes from there", flush=True)
+        saved = (f"checkpoint saved at {where}" if self.cfg.run.checkpoint
+                 else f"stopped at {where}, nothing saved (run.checkpoint=false: a re-run starts over)")
+        print(f"[mtl] {guard.name}: {saved}; the same command resumes from there", flush=True)
         guard.hand_on()  # submitit requeues the job and exits here
-        raise Preempted(f"stopped by {guard.name} at {where}; checkpoint saved in {self.run_dir.path}; "
-                        f"re-run the same command (or requeue the job) to resume")
+        raise Preempted(f"{guard.name}: {saved} in {self.run_dir.path}; re-run the same command (or requeue "
+                        f"the job) to resume")
 
     def _save_checkpoint(self, state: dict[str, Any], epoch: int) -> None:
         """Checkpoint after `epoch` (plus the position within the next epoch if `state['partial']`)."""

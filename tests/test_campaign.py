@@ -3,7 +3,6 @@ started, validation before any file is touched, preemption checkpoints, checkpoi
 solver-failure counts and the cuDNN policy key. Every scenario uses real processes where a real
 campaign would (relaunches, duplicated jobs, signals)."""
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from mtl.errors import ConfigChanged, InvalidValue, NoGPU
 from mtl.methods.base import LossWeighting
 from mtl.results import RunDir
 from mtl.train import EXIT_PREEMPTED, EXIT_USER_ERROR, compose
+from tests.test_train import _metrics_without_timing as metrics_without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = ["benchmark=synthetic", "benchmark.build.n_train=256", "logger=none", "trainer.progress=false"]
@@ -40,14 +40,6 @@ def run_dir(root, method="ew", seed=0, bench="synthetic"):
 def digest(path: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.is_file()
             and p.name in ("summary.json", "checkpoint.pt", "metrics.jsonl")}
-
-
-def metrics_without_timing(path):
-    rows = RunDir(path).read_metrics()
-    for r in rows:
-        for k in ("train_time_s", "epoch_time_s"):
-            r.pop(k)
-    return rows
 
 
 # ---- 2. no silent CPU ----------------------------------------------------------------------------
@@ -97,6 +89,13 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_equals_uninterrupted
     a, b = RunDir(full).read_summary(), RunDir(resumed).read_summary()
     assert (a["metrics"], a["delta_p"], a["steps"], a["backward_passes"]) == \
            (b["metrics"], b["delta_p"], b["steps"], b["backward_passes"])
+
+
+def test_preemption_without_checkpoints_saves_nothing_and_says_so(tmp_path):
+    r = cli(*SHORT, "trainer.epochs=3", f"run.root={tmp_path}", "run.checkpoint=false",
+            "trainer.signal_after_steps=6")
+    assert r.returncode == EXIT_PREEMPTED and "nothing saved" in r.stdout, r.stderr[-2000:]
+    assert not (run_dir(tmp_path) / "checkpoint.pt").exists()
 
 
 def test_sigterm_from_outside_saves_a_checkpoint(tmp_path):

@@ -97,7 +97,6 @@ class Office(Benchmark):
         was_training = model.training
         model.eval()
         try:
-            result = {}
             correct = {}
             for t, loader in self.loaders[split].items():
                 hits, total = torch.zeros((), dtype=torch.int64, device=device), 0  # counted on the device
