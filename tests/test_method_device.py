@@ -10,6 +10,8 @@ from mtl import methods
 from tests.test_method_properties import ALL, T, Tiny, batches, make, run_epochs, step
 
 META = torch.device("meta")
+# Parameters loaded into a meta module are a documented no-op; only the extra state is under test here.
+pytestmark = pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")
 
 
 def checkpoint_round_trip(state):
