@@ -13,16 +13,24 @@ from mtl.methods.base import Representation
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One reported metric. `higher_is_better` fixes the sign in Δp/Δm."""
+    """One reported metric. `higher_is_better` fixes the sign in Δp/Δm; `unit` is the reported unit
+    ("%", "meV", "deg", ...; "" for unit-free or scaled quantities), shown in table headers."""
 
     name: str
     higher_is_better: bool
+    unit: str = ""
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
     metrics: tuple[MetricSpec, ...]
+
+    def metric(self, name: str) -> MetricSpec:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"task {self.name!r} has no metric {name!r}; it reports {self.metric_names}")
 
     @property
     def metric_names(self) -> list[str]:

@@ -10,7 +10,6 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtl.benchmark import MetricSpec, TaskSpec
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "results" / "paper"
 
@@ -23,14 +22,6 @@ METHODS: dict[str, str] = {
     "DB-MTL": "db_mtl",
 }
 DISPLAY: dict[str, str] = {v: k for k, v in METHODS.items()}  # registry name -> paper name
-
-# Direction of every metric name the benchmarks report (sign of Δp/Δm); mirrors the TaskSpecs in
-# mtl/benchmarks/*.py so tables need no data on disk.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "mIoU": True, "PAcc": True, "AErr": False, "RErr": False, "Mean": False, "MED": False,
-    "Within11.25": True, "Within22.5": True, "Within30": True, "acc": True, "mae": False,
-    "f_plus_20": False,
-}
 
 _DENSE = {"mIoU": ("segmentation", "mIoU"), "PAcc": ("segmentation", "PAcc"),
           "AErr": ("depth", "AErr"), "RErr": ("depth", "RErr")}
@@ -120,19 +111,6 @@ def load_paper(benchmark: str, paper_dir: Path = PAPER_DIR) -> PaperRows | None:
                     decimals[key] = max(decimals.get(key, 0), _decimals(cell))
             rows[name] = row
     return PaperRows(table, rows, decimals, order)
-
-
-def tasks_from_reference(reference: dict[str, dict[str, float]]) -> list[TaskSpec]:
-    """TaskSpecs (with metric directions) from a benchmark's `reference.metrics` block."""
-    tasks = []
-    for task, metrics in reference.items():
-        specs = []
-        for m in metrics:
-            if m not in HIGHER_IS_BETTER:
-                raise KeyError(f"metric {task}/{m} has no direction in mtl.paper.HIGHER_IS_BETTER; add it there")
-            specs.append(MetricSpec(m, HIGHER_IS_BETTER[m]))
-        tasks.append(TaskSpec(task, tuple(specs)))
-    return tasks
 
 
 def display_name(method: str) -> str:

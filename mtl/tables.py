@@ -23,7 +23,7 @@ import pandas as pd
 
 from mtl.benchmark import TaskSpec
 from mtl.delta import delta_m, delta_p, delta_p_per_task
-from mtl.paper import PaperRows, display_name, load_paper, tasks_from_reference
+from mtl.paper import PaperRows, display_name, load_paper
 from mtl.report import read_summary
 
 MISSING = "—"
@@ -48,16 +48,11 @@ class BenchmarkInfo:
 
 
 def benchmark_info(benchmark: str, overrides: list[str] | tuple[str, ...] = ()) -> BenchmarkInfo:
-    """Tasks, directions and STL reference from configs/benchmark/<benchmark>.yaml (no data needed)."""
-    from omegaconf import OmegaConf
+    """Tasks, directions and STL reference from the benchmark registry (no data needed)."""
+    from mtl.benchmarks import spec
 
-    from mtl.train import compose
-
-    cfg = compose([f"benchmark={benchmark}", *overrides]).benchmark
-    ref = OmegaConf.to_container(cfg.protocol.reference.metrics, resolve=True)
-    ref_m_cfg = cfg.protocol.get("reference_m")
-    ref_m = OmegaConf.to_container(ref_m_cfg.metrics, resolve=True) if ref_m_cfg else ref
-    return BenchmarkInfo(cfg.name, tasks_from_reference(ref), ref, ref_m, str(cfg.protocol.reference.source))
+    s = spec(benchmark, [o for o in overrides if not o.startswith("benchmark=")])
+    return BenchmarkInfo(s.name, list(s.tasks), s.reference, s.reference_m, s.reference_source)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -62,8 +62,10 @@ def validate(cfg: DictConfig) -> None:
 
 
 def num_tasks(cfg: DictConfig) -> int:
-    """T without loading data: one entry per task in the protocol's STL reference."""
-    return len(cfg.benchmark.protocol.reference.metrics)
+    """T without loading data, from the benchmark registry."""
+    from mtl.benchmarks import from_config
+
+    return len(from_config(cfg.benchmark).tasks)
 
 
 def _check_method(cfg: DictConfig) -> None:

@@ -40,8 +40,10 @@ def sweep_params(exp) -> dict[str, list[str]]:
 
 
 def num_tasks(benchmark: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
-    """T from the benchmark's reference block (one entry per task; no data needed)."""
-    return len(compose([f"benchmark={benchmark}", *overrides]).benchmark.protocol.reference.metrics)
+    """T from the benchmark registry (no data needed)."""
+    from mtl.benchmarks import from_config
+
+    return len(from_config(compose([f"benchmark={benchmark}", *overrides]).benchmark).tasks)
 
 
 @dataclass

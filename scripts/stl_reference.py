@@ -21,10 +21,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("overrides", nargs="+", help="Hydra overrides; must include benchmark=<name>")
     args = ap.parse_args(argv)
-    cfg = compose([*args.overrides, "method=stl"])
-    from hydra.utils import instantiate
+    from mtl.benchmarks import from_config
 
-    tasks = instantiate(cfg.benchmark.build, _convert_="all").tasks
+    tasks = from_config(compose([*args.overrides, "method=stl"]).benchmark).tasks
     reference = {}
     for i, task in enumerate(tasks):
         values: dict[str, list[float]] = {}

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from datasets.office import (DEFAULT_SPLITS_DIR, IMAGENET_MEAN, IMAGENET_STD, SPECS, image_relpath,
                              list_path, load_office, read_split_list, write_fixture)
 from mtl import methods
-from mtl.benchmarks.office import Office, domain_seed, office_tasks
+from mtl.benchmarks.office import Office, domain_seed, tasks as office_tasks
 from mtl.delta import delta_p, delta_p_per_task
 from mtl.engine import GradientEngine
 from mtl.errors import DatasetNotFound, InvalidCombination

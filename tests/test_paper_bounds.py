@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mtl.benchmark import MetricSpec, TaskSpec
+from mtl.benchmarks import spec
 from mtl.delta import delta_p
-from mtl.paper import HIGHER_IS_BETTER, TABLES, load_paper
+from mtl.paper import TABLES, load_paper
 
 README = Path(__file__).resolve().parents[1] / "results" / "paper" / "README.md"
 INCONSISTENT = {"officehome": {"imtl_g", "cagrad"}}  # printed rows contradict their own cells
@@ -21,10 +21,7 @@ def stated_bounds() -> dict[str, float]:
 
 def measured_bound(bench: str) -> float:
     paper = load_paper(bench)
-    grouped: dict[str, list[MetricSpec]] = {}
-    for task, metric in paper.table.columns.values():
-        grouped.setdefault(task, []).append(MetricSpec(metric, HIGHER_IS_BETTER[metric]))
-    tasks = [TaskSpec(t, tuple(ms)) for t, ms in grouped.items()]
+    tasks = spec(bench).tasks
 
     def nested(row):
         out: dict[str, dict[str, float]] = {}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mtl.delta import delta_m
-from mtl.paper import tasks_from_reference
+from mtl.benchmarks import spec
 from mtl.train import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def test_igb_reference_gives_igb_delta_m():
                    "benchmark.protocol.reference_m=${benchmark.protocol.reference_igb}"])
     ref = OmegaConf.to_container(cfg.benchmark.protocol.reference_m.metrics, resolve=True)
     assert "IGB4MTL" in cfg.benchmark.protocol.reference_m.source
-    tasks = tasks_from_reference(ref)
+    tasks = spec("nyuv2_segnet").tasks
     frac = np.array([0.40, 0.66, 0.55, 0.23, 25.5, 19.9, 0.29, 0.56, 0.69])  # a run, IGB's units
     pct = frac * np.array([100, 100, 1, 1, 1, 1, 100, 100, 100])
     names = [("segmentation", "mIoU"), ("segmentation", "PAcc"), ("depth", "AErr"), ("depth", "RErr"),

@@ -7,9 +7,14 @@ segmentation (mIoU %, PAcc %), depth (AErr, RErr on inverse depth, hence RErr of
 from __future__ import annotations
 
 from datasets.cityscapes import LAYOUT
-from mtl.benchmarks.dense import DenseBenchmark
+from mtl.benchmark import TaskSpec
+from mtl.benchmarks.dense import DenseBenchmark, dense_tasks
 
 TASKS = ("segmentation", "depth")
+
+
+def tasks(**_) -> list[TaskSpec]:
+    return dense_tasks(TASKS)
 
 
 def build(root: str = LAYOUT.default_root, name: str = "cityscapes", **cfg) -> DenseBenchmark:

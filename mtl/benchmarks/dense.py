@@ -28,12 +28,20 @@ from mtl.benchmarks import dense_metrics as dm
 ARCHS = ("hps", "mtan", "cross_stitch", "segnet_mtan")
 
 TASK_SPECS = {
-    "segmentation": TaskSpec("segmentation", (MetricSpec("mIoU", True), MetricSpec("PAcc", True))),
+    "segmentation": TaskSpec("segmentation", (MetricSpec("mIoU", True, "%"), MetricSpec("PAcc", True, "%"))),
+    # absolute error in the data's depth unit (NYUv2: metres; Cityscapes: inverse depth), relative error
     "depth": TaskSpec("depth", (MetricSpec("AErr", False), MetricSpec("RErr", False))),
-    "normal": TaskSpec("normal", (MetricSpec("Mean", False), MetricSpec("MED", False),
-                                  MetricSpec("Within11.25", True), MetricSpec("Within22.5", True),
-                                  MetricSpec("Within30", True))),
+    "normal": TaskSpec("normal", (MetricSpec("Mean", False, "deg"), MetricSpec("MED", False, "deg"),
+                                  MetricSpec("Within11.25", True, "%"), MetricSpec("Within22.5", True, "%"),
+                                  MetricSpec("Within30", True, "%"))),
 }
+
+
+def dense_tasks(names: Sequence[str]) -> list[TaskSpec]:
+    unknown = [t for t in names if t not in TASK_SPECS]
+    if unknown:
+        raise ValueError(f"unknown dense tasks {unknown}; known: {list(TASK_SPECS)}")
+    return [TASK_SPECS[t] for t in names]
 
 LOSSES = {"segmentation": dm.segmentation_loss, "depth": dm.depth_loss, "normal": dm.normal_loss}
 
@@ -75,7 +83,7 @@ class DenseBenchmark(Benchmark):
             raise ValueError(f"{name}: unknown tasks {unknown}")
         self.name = name
         self.layout = layout
-        self.tasks = [TASK_SPECS[t] for t in tasks]
+        self.tasks = dense_tasks(tasks)
         self.pooling = pooling
         self.num_classes = layout.num_classes
         root_path = Path(root).expanduser()

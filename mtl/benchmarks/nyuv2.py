@@ -7,9 +7,14 @@ segmentation (mIoU %, PAcc %), depth (AErr, RErr), normal (Mean, MED degrees; Wi
 from __future__ import annotations
 
 from datasets.nyuv2 import LAYOUT
-from mtl.benchmarks.dense import DenseBenchmark
+from mtl.benchmark import TaskSpec
+from mtl.benchmarks.dense import DenseBenchmark, dense_tasks
 
 TASKS = ("segmentation", "depth", "normal")
+
+
+def tasks(**_) -> list[TaskSpec]:
+    return dense_tasks(TASKS)
 
 
 def build(root: str = LAYOUT.default_root, name: str = "nyuv2", **cfg) -> DenseBenchmark:

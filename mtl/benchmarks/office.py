@@ -27,9 +27,9 @@ def domain_seed(seed: int, epoch: int, domain: int) -> int:
     return (epoch_seed(seed, epoch) * 1_009 + domain) % (2 ** 63)
 
 
-def office_tasks(dataset: str) -> list[TaskSpec]:
-    """One classification task per domain, metric accuracy (%)."""
-    return [TaskSpec(task_name(d), (MetricSpec("acc", higher_is_better=True),)) for d in spec(dataset).domains]
+def tasks(dataset: str = "office31", **_) -> list[TaskSpec]:
+    """One classification task per domain, metric test accuracy (%)."""
+    return [TaskSpec(task_name(d), (MetricSpec("acc", True, "%"),)) for d in spec(dataset).domains]
 
 
 class Office(Benchmark):
@@ -41,7 +41,7 @@ class Office(Benchmark):
         self.name = s.name
         self.dataset = dataset
         data = load_office(dataset, root, image_size=image_size, splits_dir=splits_dir)
-        self.tasks = office_tasks(dataset)
+        self.tasks = tasks(dataset)
         self.model = OfficeNet(self.task_names, s.num_classes, pretrained=pretrained,
                                hidden_dim=hidden_dim, dropout=dropout)
         eval_bs = eval_batch_size or batch_size

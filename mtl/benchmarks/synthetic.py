@@ -36,7 +36,7 @@ class Synthetic(Benchmark):
         for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
             splits[split] = TensorDataset(*make_data(n, input_dim, list(scales), noise, gen, A, W))
         self.scales = torch.tensor(scales)
-        self.tasks = [TaskSpec(f"t{t}", (MetricSpec("mae", higher_is_better=False),)) for t in range(num_tasks)]
+        self.tasks = tasks(num_tasks)
         encoder = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.model = HPS(encoder, {t.name: nn.Linear(hidden, 1) for t in self.tasks})
         self.loaders = {
@@ -63,6 +63,11 @@ class Synthetic(Benchmark):
             n += y.shape[0]
         mae = abs_err.cpu() / n  # the one transfer of the evaluation
         return {t.name: {"mae": float(mae[i])} for i, t in enumerate(self.tasks)}
+
+
+def tasks(num_tasks: int = 3, **_) -> list[TaskSpec]:
+    """Regression tasks t0..t{T-1}, reported as test MAE."""
+    return [TaskSpec(f"t{t}", (MetricSpec("mae", False),)) for t in range(num_tasks)]
 
 
 def build(**cfg) -> Synthetic:

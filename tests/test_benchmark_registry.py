@@ -1,0 +1,61 @@
+"""The benchmark registry: every benchmark's tasks, directions and protocol are known without data."""
+import time
+
+import pytest
+
+from mtl import benchmarks
+from mtl.benchmarks import available, spec
+
+
+def test_available_lists_every_benchmark_config():
+    assert available() == sorted(p.stem for p in benchmarks.CONFIG_DIR.glob("*.yaml"))
+    assert {"nyuv2", "cityscapes", "qm9", "office31", "officehome", "synthetic"} <= set(available())
+
+
+@pytest.mark.parametrize("name", available())
+def test_spec_matches_the_configs_reference_block(name):
+    s = spec(name)  # no data on this machine except QM9's package: the spec never reads any
+    assert s.name == name
+    assert s.task_names == list(s.reference)  # the reference block has one entry per task, in order
+    for t in s.tasks:
+        assert t.metric_names == list(s.reference[t.name])
+    assert s.keys == [f"{t}/{m}" for t in s.reference for m in s.reference[t]]
+    assert s.protocol["epochs"] > 0 and s.reference_source
+
+
+def test_directions_and_units():
+    nyu = spec("nyuv2")
+    assert nyu.higher_is_better("segmentation/mIoU") and not nyu.higher_is_better("depth/AErr")
+    assert nyu.metric("normal/Mean").unit == "deg" and nyu.metric("normal/Within30").unit == "%"
+    qm9 = spec("qm9")
+    assert [qm9.metric(f"{t}/mae").unit for t in ("mu", "homo", "U0", "cv")] == ["D", "meV", "meV", "cal/(mol K)"]
+    assert not any(qm9.higher_is_better(k) for k in qm9.keys)
+    assert all(spec("office31").higher_is_better(k) for k in spec("office31").keys)
+
+
+def test_spec_follows_overrides():
+    assert spec("synthetic", ["benchmark.build.num_tasks=4", "benchmark.build.scales=[1,1,1,1]"]).task_names == \
+        ["t0", "t1", "t2", "t3"]
+    s = spec("qm9", ["benchmark.build.targets=[0,2]", "benchmark.build.task_names=[mu,homo]"])
+    assert s.task_names == ["mu", "homo"] and s.metric("homo/mae").unit == "meV"
+
+
+def test_paper_mapping():
+    assert spec("nyuv2").paper.csv == "dbmtl_table1_nyuv2_deeplab.csv"
+    assert spec("synthetic").paper is None
+    for name in available():  # every paper column names a task/metric the benchmark reports
+        s = spec(name)
+        if s.paper is not None:
+            assert {f"{t}/{m}" for t, m in s.paper.columns.values()} <= set(s.keys), name
+
+
+def test_unknown_benchmark_names_the_available_ones():
+    with pytest.raises(KeyError, match="unknown benchmark 'nyu'.*nyuv2"):
+        spec("nyu")
+
+
+def test_a_repeated_spec_takes_milliseconds():
+    spec("nyuv2")
+    t0 = time.perf_counter()
+    spec("nyuv2")
+    assert time.perf_counter() - t0 < 0.01
