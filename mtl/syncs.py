@@ -3,13 +3,15 @@
 A synchronisation stalls the host until the device has caught up; a training step that makes none
 lets the host queue the next step's kernels while the device works. Two counters, one interface:
 
-- CUDA: `torch.cuda.set_sync_debug_mode("warn")` makes PyTorch warn on every synchronising call
-  (`.item()`, `.tolist()`, `bool()`, `.cpu()`, `nonzero`, blocking copies, ...); each warning counts.
-- CPU (no device to wait for): a `TorchFunctionMode` counts the calls that WOULD synchronise on a
-  GPU: `.item()`, `.tolist()`, `bool()`, `float()`, `int()`, `.cpu()`, `.numpy()`, when made from
-  code outside the torch package (torch's own CPU-side bookkeeping, e.g. Adam reading its step
-  counter with `.item()`, keeps those tensors on the host even on a GPU and never synchronises).
-  Syncs hidden inside torch ops (e.g. `torch.nonzero`) are only seen by the CUDA counter.
+- Python level (every device): a `TorchFunctionMode` counts the calls that synchronise on a GPU:
+  `.item()`, `.tolist()`, `bool()`, `float()`, `int()`, `.cpu()`, `.numpy()`, when made from code
+  outside the torch package (torch's own CPU-side bookkeeping, e.g. Adam reading its step counter
+  with `.item()`, keeps those tensors on the host even on a GPU and never synchronises). On the CPU
+  this is the count of the calls that WOULD synchronise on a GPU.
+- Driver level (CUDA only): `torch.cuda.set_sync_debug_mode("warn")` makes PyTorch warn on every
+  synchronising operation, including those hidden inside torch ops (`torch.nonzero`, boolean-mask
+  indexing). On torch 2.11 / H100 it was seen to miss blocking device->host copies (Nash-MTL's
+  `.cpu()` of its Gram matrix counted 0), so on CUDA the count is the larger of the two counts.
 
     with SyncCounter("cpu") as c:
         step()
@@ -50,15 +52,22 @@ class _CountingMode(TorchFunctionMode):
 class SyncCounter:
     """Context manager counting host synchronisations on `device` (see module docstring).
 
-    count: total; sites: Counter of "file:line what" (CPU) or warning texts (CUDA)."""
+    count: the count (CPU: Python level; CUDA: the larger of Python and driver level);
+    python_count, driver_count: each counter's own count (driver_count is None off CUDA);
+    sites: Counter of "file:line what" (Python level) and warning texts (driver level)."""
 
     def __init__(self, device: str | torch.device):
         self.device = torch.device(device)
-        self.count = 0
+        self.python_count = 0
+        self.driver_count: int | None = None
         self.sites: collections.Counter[str] = collections.Counter()
 
+    @property
+    def count(self) -> int:
+        return max(self.python_count, self.driver_count or 0)
+
     def _record(self, site: str) -> None:
-        self.count += 1
+        self.python_count += 1
         self.sites[site] += 1
 
     def __enter__(self) -> "SyncCounter":
@@ -68,17 +77,17 @@ class SyncCounter:
             warnings.simplefilter("always")
             self._previous = torch.cuda.get_sync_debug_mode()
             torch.cuda.set_sync_debug_mode("warn")
-        else:
-            self._mode = _CountingMode(self)
-            self._mode.__enter__()
+        self._mode = _CountingMode(self)
+        self._mode.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
         if self.device.type == "cuda":
             torch.cuda.set_sync_debug_mode(self._previous)
             self._warnings.__exit__(*exc)
+            self.driver_count = 0
             for w in self._caught:
-                if "synchronizing operation" in str(w.message):
-                    self._record(str(w.message).splitlines()[0][:120])
-        else:
-            self._mode.__exit__(*exc)
+                if "synchronizing" in str(w.message):
+                    self.driver_count += 1
+                    self.sites["driver: " + str(w.message).splitlines()[0][:120]] += 1

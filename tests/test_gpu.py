@@ -294,3 +294,17 @@ def test_two_steps_on_device(bench, method, data, train):
     values = [v for m in s["metrics"].values() for v in m.values()]
     assert all(v == v for v in values), f"{bench}/{method}: NaN metric {s['metrics']}"
     record("two_steps", bench, method, metric="seconds", value=round(time.perf_counter() - t0, 2))
+
+
+def test_sync_counter_sees_blocking_copies_on_device():
+    """Both counters on the device: a blocking copy and an .item() count 2, a step-free block 0."""
+    from mtl.syncs import SyncCounter
+
+    x = torch.ones(1000, device=DEVICE)
+    torch.cuda.synchronize() if torch.device(DEVICE).type == "cuda" else None
+    with SyncCounter(DEVICE) as idle:
+        (x * 2).sum()
+    with SyncCounter(DEVICE) as c:
+        x.cpu(), x.sum().item()
+    print(f"sync counter on {DEVICE}: python {c.python_count}, driver {c.driver_count}, sites {dict(c.sites)}")
+    assert idle.count == 0 and c.count == 2

@@ -40,6 +40,26 @@ def test_sync_counter_counts_host_reads_but_not_torch_internals():
     assert sum(n for site, n in c.sites.items() if site.endswith("__bool__")) == 2
 
 
+def test_cuda_counter_takes_the_larger_of_python_and_driver_counts(monkeypatch):
+    """The CUDA path without a GPU: the driver's sync debug mode is faked by warnings. A blocking
+    copy the driver does not report (seen on an H100 for Nash-MTL's Gram) still counts, and syncs
+    only the driver sees (inside torch ops) count too."""
+    import warnings
+
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: None)
+    x = torch.ones(3)
+    with SyncCounter("cuda") as c:
+        x.cpu(), x.sum().item()  # no driver warning: the Python-level counter sees both
+    assert (c.python_count, c.driver_count, c.count) == (2, 0, 2)
+    with SyncCounter("cuda") as c:
+        for _ in range(3):  # e.g. torch.nonzero inside an op: only the driver sees them
+            warnings.warn("called a synchronizing CUDA operation", UserWarning)
+        x.cpu()
+    assert (c.python_count, c.driver_count, c.count) == (1, 3, 3)
+    assert sum(n for site, n in c.sites.items() if site.startswith("driver:")) == 3
+
+
 def test_batched_engine_reads_head_flags_with_one_sync():
     torch.manual_seed(0)
     enc = torch.nn.Linear(5, 8)
