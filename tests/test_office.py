@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from datasets import download
+from datasets.fixtures import tiny_overrides
 from datasets.office import (DEFAULT_SPLITS_DIR, IMAGENET_MEAN, IMAGENET_STD, SPECS, image_relpath,
                              list_path, load_office, read_split_list, write_fixture)
 from mtl import methods
@@ -291,11 +292,7 @@ def test_delta_p_of_dbmtl_row_against_table4_stl():
 
 # ---- runner ------------------------------------------------------------------------------------
 def test_runner_on_fixture(tmp_path, train):
-    root = tmp_path / "office"
-    lists = write_fixture(root, "office31", num_classes=2, per_class=[(2, 1, 1)] * 3)
-    common = ["benchmark=office31", f"benchmark.build.root={root}", f"benchmark.build.splits_dir={lists}",
-              "benchmark.build.image_size=32", "benchmark.build.batch_size=2", "benchmark.build.num_workers=0",
-              "benchmark.build.pretrained=false", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
+    common = [*tiny_overrides("office31", tmp_path / "data"), "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
     path = train([*common, "method=ew"])
     summary = json.loads((path / "summary.json").read_text())
     assert set(summary["metrics"]) == {"amazon", "dslr", "webcam"}  # test metrics of the chosen epoch
