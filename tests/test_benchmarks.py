@@ -79,7 +79,7 @@ def test_every_data_format_has_a_registered_writer(tmp_path):
     """Each writer produces a data set its own loader reads."""
     from datasets import cityscapes, nyuv2, office, qm9
 
-    assert set(fixtures.WRITERS) == {"nyuv2", "cityscapes", "qm9", "office31", "officehome"}
+    assert {"nyuv2", "cityscapes", "qm9", "office31", "officehome"} <= set(fixtures.WRITERS)
     assert len(nyuv2.NYUv2(fixtures.write_fixture("nyuv2", tmp_path / "n", n_train=2, n_val=1), "val")) == 1
     assert len(cityscapes.Cityscapes(fixtures.write_fixture("cityscapes", tmp_path / "c", n_train=2, n_val=1),
                                      "train")) == 2
