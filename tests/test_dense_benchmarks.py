@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from datasets import cityscapes, nyuv2
+from datasets import nyuv2
+from datasets.fixtures import tiny_overrides
 from models.base import HPS, count_parameters
 from models.cross_stitch import CrossStitch
 from models.deeplab import DeepLabHead
@@ -143,27 +144,23 @@ def test_dilated_deeplab_full_resolution_shapes():
 
 # ---- benchmarks through the runner ----------------------------------------------------------
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def tiny(tmp_path_factory):
+    """Each benchmark's tiny overrides (datasets.fixtures.tiny_overrides), fixtures written once."""
     root = tmp_path_factory.mktemp("dense")
-    return {
-        "nyuv2": nyuv2.write_fixture(root / "nyuv2", n_train=4, n_val=2, height=32, width=64),
-        "cityscapes": cityscapes.write_fixture(root / "cityscapes", n_train=4, n_val=2, height=32, width=64,
-                                               label_folder="label_7"),
-    }
+    cache = {}
+
+    def overrides(bench):
+        if bench not in cache:
+            cache[bench] = tiny_overrides(bench, root)
+        return cache[bench]
+
+    return overrides
 
 
-def fixture_overrides(bench, data, arch=None):
-    root = data["cityscapes" if bench == "cityscapes" else "nyuv2"]
-    b = "benchmark.build"
-    out = [f"benchmark={bench}", f"{b}.root={root}", f"{b}.image_size=null", f"{b}.split_sizes=null",
-           f"{b}.num_workers=0", f"{b}.train_batch_size=2", f"{b}.test_batch_size=2",
-           "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "run.checkpoint=false"]
-    if bench == "nyuv2_segnet":
-        out.append(f"{b}.segnet_filters=[4,8,8,16,16]")
-    else:
-        out += [f"{b}.pretrained=false", f"{b}.backbone=tiny", f"{b}.dilated=false", f"{b}.head_channels=8"]
+def fixture_overrides(bench, tiny, arch=None):
+    out = [*tiny(bench), "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "run.checkpoint=false"]
     if arch is not None:
-        out.append(f"{b}.arch={arch}")
+        out.append(f"benchmark.build.arch={arch}")
     return out
 
 
@@ -188,31 +185,31 @@ def check_summary(run_dir, bench):
 
 @pytest.mark.parametrize("bench", ["nyuv2", "nyuv2_segnet", "cityscapes"])
 @pytest.mark.parametrize("method", ["ew", "db_mtl"])
-def test_benchmark_trains_two_steps_and_evaluates(bench, method, data, train):
-    s = check_summary(train(fixture_overrides(bench, data) + [f"method={method}"]), bench)
+def test_benchmark_trains_two_steps_and_evaluates(bench, method, tiny, train):
+    s = check_summary(train(fixture_overrides(bench, tiny) + [f"method={method}"]), bench)
     if method == "db_mtl":
         assert s["backward_passes"] == 2 * (3 if bench.startswith("nyuv2") else 2)  # T per step
 
 
 @pytest.mark.parametrize("arch", ["mtan", "cross_stitch"])
-def test_nyuv2_architectures_train_with_a_gradient_method(arch, data, train):
-    check_summary(train(fixture_overrides("nyuv2", data, arch) + ["method=db_mtl"]), "nyuv2")
+def test_nyuv2_architectures_train_with_a_gradient_method(arch, tiny, train):
+    check_summary(train(fixture_overrides("nyuv2", tiny, arch) + ["method=db_mtl"]), "nyuv2")
 
 
-def test_rep_grad_with_per_task_representation_is_refused(data, train):
+def test_rep_grad_with_per_task_representation_is_refused(tiny, train):
     with pytest.raises(InvalidCombination):
-        train(fixture_overrides("nyuv2_segnet", data) + ["method=db_mtl_rep"])
+        train(fixture_overrides("nyuv2_segnet", tiny) + ["method=db_mtl_rep"])
 
 
-def test_batch_pooling_option(data, train):
-    over = fixture_overrides("nyuv2_segnet", data) + ["benchmark.build.pooling=batch", "method=ew"]
+def test_batch_pooling_option(tiny, train):
+    over = fixture_overrides("nyuv2_segnet", tiny) + ["benchmark.build.pooling=batch", "method=ew"]
     check_summary(train(over), "nyuv2_segnet")
 
 
-def test_parameter_counts_reported_by_benchmark(data):
+def test_parameter_counts_reported_by_benchmark(tmp_path):
     from mtl.benchmarks.nyuv2 import build
 
-    b = build(root=str(data["nyuv2"]), arch="segnet_mtan", segnet_filters=[4, 8, 8, 16, 16],
-              image_size=None, split_sizes=None, num_workers=0)
+    b = build(root=str(nyuv2.write_fixture(tmp_path, height=32, width=64)), arch="segnet_mtan",
+              segnet_filters=[4, 8, 8, 16, 16], image_size=None, split_sizes=None, num_workers=0)
     c = b.parameter_counts()
     assert c["shared"] + c["task"] == c["total"] == count_parameters(list(b.model.parameters()))

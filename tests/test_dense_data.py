@@ -1,7 +1,6 @@
 """NYUv2 / Cityscapes loaders on fixtures in the real .npy layout: round trip, validation errors,
-augmentation properties, missing-data message, download script offline behaviour."""
+augmentation properties, missing-data message, download module offline behaviour."""
 import io
-import sys
 import urllib.error
 import zipfile
 from contextlib import redirect_stderr
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import cityscapes, fixtures, nyuv2
+from datasets import cityscapes, download, fixtures, nyuv2
 from datasets.dense import DatasetFormatError, hflip, random_scale_crop
 from mtl.errors import DatasetNotFound
 
@@ -138,20 +137,9 @@ def test_augmentation_depends_only_on_seed_and_index(nyu):
     assert any(differs)
 
 
-# ---- download script --------------------------------------------------------------------------
-def load_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "download_data.py"
-    spec = importlib.util.spec_from_file_location("download_data", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["download_data"] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
-
-
+# ---- download module (scripts/download_data.py is its command line) ----------------------------
 def test_download_offline_names_url_and_manual_steps(tmp_path, monkeypatch):
-    mod = load_script()
+    mod = download
 
     def offline(*a, **k):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
@@ -167,7 +155,7 @@ def test_download_offline_names_url_and_manual_steps(tmp_path, monkeypatch):
 
 
 def test_download_extracts_nested_archive_and_records_size(tmp_path, monkeypatch):
-    mod = load_script()
+    mod = download
     src = cityscapes.write_fixture(tmp_path / "src" / "cityscapes2", n_train=2, n_val=1, height=H, width=W)
     archive = tmp_path / "c.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -184,7 +172,7 @@ def test_download_extracts_nested_archive_and_records_size(tmp_path, monkeypatch
 
 
 def test_verify_only_checks_published_sizes(tmp_path):
-    mod = load_script()
+    mod = download
     root = nyuv2.write_fixture(tmp_path / "nyu", n_train=2, n_val=1, height=H, width=W)
     err = io.StringIO()
     with redirect_stderr(err):

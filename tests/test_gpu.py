@@ -84,41 +84,22 @@ def report(pytestconfig):
 # ---- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from datasets import cityscapes, nyuv2, office, qm9
+    """Each benchmark's tiny overrides (datasets.fixtures.tiny_overrides), fixtures written once."""
+    from datasets.fixtures import tiny_overrides
 
     root = tmp_path_factory.mktemp("gpu_data")
-    office_lists = {d: office.write_fixture(root / d, d, num_classes=2, per_class=[(2, 1, 1)] * n)
-                    for d, n in (("office31", 3), ("officehome", 4))}
-    return {
-        "nyuv2": nyuv2.write_fixture(root / "nyuv2", n_train=4, n_val=2, height=32, width=64),
-        "cityscapes": cityscapes.write_fixture(root / "cityscapes", n_train=4, n_val=2, height=32, width=64,
-                                               label_folder="label_7"),
-        "qm9": qm9.write_fixture(root / "qm9", n=300),
-        "office": {d: (root / d, lists) for d, lists in office_lists.items()},
-    }
+    cache = {}
+
+    def tiny(bench):
+        if bench not in cache:
+            cache[bench] = tiny_overrides(bench, root)
+        return cache[bench]
+
+    return tiny
 
 
 def overrides(bench: str, data) -> list[str]:
-    b = "benchmark.build"
-    common = [f"benchmark={bench}", f"device={DEVICE}", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
-    if bench == "synthetic":
-        return common + [f"{b}.n_train=128", f"{b}.n_val=64", f"{b}.n_test=64"]
-    if bench == "toy":
-        return common + [f"{b}.steps_per_epoch=2"]
-    if bench == "qm9":
-        return common + [f"{b}.data_file={data['qm9']}", f"{b}.subset={{train:32,val:16,test:16}}",
-                         f"{b}.batch_size=16", f"{b}.eval_batch_size=16", f"{b}.progress=false"]
-    if bench in ("office31", "officehome"):
-        root, lists = data["office"][bench]
-        return common + [f"{b}.root={root}", f"{b}.splits_dir={lists}", f"{b}.image_size=32",
-                         f"{b}.batch_size=2", f"{b}.eval_batch_size=2", f"{b}.num_workers=0",
-                         f"{b}.pretrained=false"]
-    root = data["cityscapes" if bench == "cityscapes" else "nyuv2"]
-    out = common + [f"{b}.root={root}", f"{b}.image_size=null", f"{b}.split_sizes=null", f"{b}.num_workers=0",
-                    f"{b}.train_batch_size=2", f"{b}.test_batch_size=2"]
-    if bench == "nyuv2_segnet":
-        return out + [f"{b}.segnet_filters=[4,8,8,16,16]"]
-    return out + [f"{b}.pretrained=false", f"{b}.backbone=tiny", f"{b}.dilated=false", f"{b}.head_channels=8"]
+    return [*data(bench), f"device={DEVICE}", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
 
 
 # ---- kill and resume on the device --------------------------------------------------------------

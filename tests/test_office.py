@@ -1,9 +1,7 @@
 """Office-31 / Office-Home: split lists, data errors, fixtures, multi-input epochs, model, training
 steps, evaluation, Δp against DB-MTL Table 4 and the download subcommands. Fixtures use 32x32
 images and pretrained=false."""
-import importlib.util
 import json
-import sys
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -12,6 +10,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from datasets import download
+from datasets.fixtures import tiny_overrides
 from datasets.office import (DEFAULT_SPLITS_DIR, IMAGENET_MEAN, IMAGENET_STD, SPECS, image_relpath,
                              list_path, load_office, read_split_list, write_fixture)
 from mtl import methods
@@ -292,11 +292,7 @@ def test_delta_p_of_dbmtl_row_against_table4_stl():
 
 # ---- runner ------------------------------------------------------------------------------------
 def test_runner_on_fixture(tmp_path, train):
-    root = tmp_path / "office"
-    lists = write_fixture(root, "office31", num_classes=2, per_class=[(2, 1, 1)] * 3)
-    common = ["benchmark=office31", f"benchmark.build.root={root}", f"benchmark.build.splits_dir={lists}",
-              "benchmark.build.image_size=32", "benchmark.build.batch_size=2", "benchmark.build.num_workers=0",
-              "benchmark.build.pretrained=false", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
+    common = [*tiny_overrides("office31", tmp_path / "data"), "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
     path = train([*common, "method=ew"])
     summary = json.loads((path / "summary.json").read_text())
     assert set(summary["metrics"]) == {"amazon", "dslr", "webcam"}  # test metrics of the chosen epoch
@@ -307,17 +303,9 @@ def test_runner_on_fixture(tmp_path, train):
         train([*common, "method=mgda_ub"])  # MGDA-UB: rep_grad=true by default
 
 
-# ---- download subcommands ------------------------------------------------------------------------
-def _download_module():
-    spec = importlib.util.spec_from_file_location("download_data", REPO / "scripts/download_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["download_data"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
+# ---- download subcommands (datasets/download.py) ------------------------------------------------------------------------
 def test_download_without_archive_prints_manual_steps(tmp_path, capsys):
-    dl = _download_module()
+    dl = download
     assert dl.main(["officehome", "--root", str(tmp_path / "oh")]) == 1
     err = capsys.readouterr().err
     assert "hemanthdv.org" in err and "OfficeHomeDataset_10072016.zip" in err
@@ -328,7 +316,7 @@ def test_download_without_archive_prints_manual_steps(tmp_path, capsys):
 
 def test_download_extracts_officehome_archive_layout(tmp_path):
     """The Office-Home zip nests the domains in one folder and spells 'Real World' with a space."""
-    dl = _download_module()
+    dl = download
     src = tmp_path / "src"
     write_fixture(src, "officehome", num_classes=1, per_class=[(1, 0, 0)] * 4)
     archive = tmp_path / "root" / "OfficeHomeDataset_10072016.zip"
