@@ -21,6 +21,11 @@ from mtl.errors import InvalidCombination
 MODES = ("loop", "batched", "auto")
 
 
+class NonFiniteGradients(Exception):
+    """A per-task gradient is inf/NaN under fp16 loss scaling: the step is skipped before the method
+    uses the gradients (control flow between the engine and `mtl.precision.LossScaling`)."""
+
+
 @dataclass
 class TaskGradients:
     """Per-task gradients of one step.
@@ -48,7 +53,10 @@ class TaskGradients:
 
 
 class GradientEngine:
-    """Computes per-task gradients; `backward_passes` counts backward calls made."""
+    """Computes per-task gradients; `backward_passes` counts backward calls made.
+
+    `check_finite` (set by fp16 loss scaling): every Jacobian is checked with one fused `isfinite`
+    (one host sync) and `NonFiniteGradients` is raised before a method can use it."""
 
     def __init__(self, mode: str = "loop"):
         if mode not in MODES:
@@ -56,6 +64,12 @@ class GradientEngine:
         self.mode = mode
         self.chosen: str | None = None if mode == "auto" else mode
         self.backward_passes = 0
+        self.check_finite = False
+
+    def check(self, G: torch.Tensor) -> None:
+        """Raise `NonFiniteGradients` if `check_finite` is set and `G` holds an inf/NaN."""
+        if self.check_finite and not bool(torch.isfinite(G).all()):
+            raise NonFiniteGradients(f"non-finite per-task gradient ({tuple(G.shape)} Jacobian)")
 
     def jacobian(
         self,
@@ -67,6 +81,11 @@ class GradientEngine:
         """Per-task gradients of `losses` ([T]) w.r.t. `shared` (flattened) and `task` params."""
         if losses.dim() != 1:
             raise ValueError(f"losses must be a 1-D tensor of per-task losses, got shape {tuple(losses.shape)}")
+        grads = self._jacobian(losses, shared, task, retain_graph)
+        self.check(grads.shared)
+        return grads
+
+    def _jacobian(self, losses, shared, task, retain_graph) -> TaskGradients:
         if self.chosen is None:
             return self._measure(losses, shared, task, retain_graph)
         if self.chosen == "loop":
