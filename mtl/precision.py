@@ -45,7 +45,7 @@ class Unscaled:
         return method.backward(losses, shared, task_params, **kw)
 
     def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Step the optimizer; True if it stepped."""
+        """Step the optimizer; true if it stepped (`LossScaling`: false if the step was skipped)."""
         optimizer.step()
         return True
 
@@ -130,18 +130,21 @@ class LossScaling(Unscaled):
             self._skipped = True
             return {}
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+    def step(self, optimizer: torch.optim.Optimizer) -> "bool | Stepped":
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if self._skipped:  # GradScaler's own check then skips the step and backs the scale off
             first = next(p for group in optimizer.param_groups for p in group["params"])
             if first.grad is None:
                 first.grad = torch.zeros_like(first)
-            first.grad.view(-1)[0] = float("nan")
+            first.grad.fill_(float("nan"))
         elif grads:
             torch._foreach_mul_(grads, self._scale if self._scale is not None else self.scale())
+        before = self.scale()
         self.scaler.step(optimizer)
         self.scaler.update()
-        return not self._skipped
+        if self._skipped:
+            return False
+        return Stepped(before, self.scale())
 
     def state_dict(self) -> dict[str, Any]:
         return self.scaler.state_dict()
@@ -149,6 +152,17 @@ class LossScaling(Unscaled):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self.scaler.load_state_dict(state)
+
+
+class Stepped:
+    """Whether GradScaler stepped the optimizer: it backs the scale off exactly when it skips. Read
+    lazily (`bool()` is a host sync), so only a caller that needs it (post-step losses) pays."""
+
+    def __init__(self, before: torch.Tensor, after: torch.Tensor):
+        self.before, self.after = before, after
+
+    def __bool__(self) -> bool:
+        return bool(self.after >= self.before)
 
 
 def steps(precision: str, params: Iterable[torch.Tensor], device: str | torch.device) -> Unscaled:
