@@ -66,9 +66,14 @@ class GradientEngine:
         self.backward_passes = 0
         self.check_finite = False
 
-    def check(self, G: torch.Tensor) -> None:
-        """Raise `NonFiniteGradients` if `check_finite` is set and `G` holds an inf/NaN."""
-        if self.check_finite and not bool(torch.isfinite(G).all()):
+    def check(self, G: torch.Tensor, task: Sequence[Sequence[torch.Tensor | None]] = ()) -> None:
+        """Raise `NonFiniteGradients` if `check_finite` is set and the shared gradients `G` or the
+        task-parameter gradients hold an inf/NaN (a head's fp16 backward can overflow while the
+        shared rows stay finite; GradScaler would then skip a step the method already counted)."""
+        if not self.check_finite:
+            return
+        parts = [G, *(g for row in task for g in row if g is not None)]
+        if not bool(torch.stack([torch.isfinite(g).all() for g in parts]).all()):  # one host sync
             raise NonFiniteGradients(f"non-finite per-task gradient ({tuple(G.shape)} Jacobian)")
 
     def jacobian(
@@ -82,7 +87,7 @@ class GradientEngine:
         if losses.dim() != 1:
             raise ValueError(f"losses must be a 1-D tensor of per-task losses, got shape {tuple(losses.shape)}")
         grads = self._jacobian(losses, shared, task, retain_graph)
-        self.check(grads.shared)
+        self.check(grads.shared, grads.task)
         return grads
 
     def _jacobian(self, losses, shared, task, retain_graph) -> TaskGradients:

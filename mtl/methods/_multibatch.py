@@ -60,5 +60,5 @@ def row_jacobians(engine: GradientEngine, losses: torch.Tensor, shared, task) ->
             task_rows.append(list(grads[len(shared):]))
         out.append(TaskGradients(torch.stack(rows), task_rows))
     for grads in out:  # fp16: all rows checked before the method uses any of them
-        engine.check(grads.shared)
+        engine.check(grads.shared, grads.task)
     return out

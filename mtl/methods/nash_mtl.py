@@ -203,7 +203,7 @@ class NashMTL(GradientMethod):
         self.engine.backward_passes += 1
         shared = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, shared_params)]
         flat = torch.cat([g.reshape(-1) for g in shared])
-        self.engine.check(flat[None])  # fp16: a skipped step leaves the step count as it was
+        self.engine.check(flat[None], [grads[len(shared_params):]])  # fp16: a skipped step leaves the count
         self._nash_step += 1
         direction, norm = self._clip(flat)
         assign_flat_grad(shared_params, direction)
