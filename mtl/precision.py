@@ -77,9 +77,10 @@ class LossScaling(Unscaled):
 
     Skipping a step. Before a gradient method uses the per-task gradients (and updates state from
     them: DB-MTL's and GradVac's EMAs, Nash-MTL's warm start, MoCo's tracking, ...) the engine checks
-    them with one fused `isfinite` (one host sync per step) and raises `NonFiniteGradients`: the
-    method restores its step counters and loss sums and leaves the rest untouched, `.grad` is
-    marked non-finite. Then, for every method, `.grad` is multiplied back by S and GradScaler does
+    them, shared and task-parameter gradients alike, with one `isfinite` reduction (one host sync
+    per step); on inf/NaN it raises `NonFiniteGradients`, the method restores its step counter and
+    loss sums and leaves the rest untouched, and `.grad` is filled with NaN so that GradScaler's own
+    check skips the step. Then, for every method, `.grad` is multiplied back by S and GradScaler does
     the rest as in any AMP loop: `scaler.step` unscales and checks all gradients (its own host sync)
     and skips the optimizer step if one is inf/NaN; `scaler.update` backs the scale off (x0.5) then,
     or grows it (x2) after `growth_interval` clean steps. Powers of two make the multiply-back and
