@@ -21,6 +21,11 @@ from mtl.errors import InvalidCombination
 MODES = ("loop", "batched", "auto")
 
 
+class NonFiniteGradients(Exception):
+    """A per-task gradient is inf/NaN under fp16 loss scaling: the step is skipped before the method
+    uses the gradients (control flow between the engine and `mtl.precision.LossScaling`)."""
+
+
 @dataclass
 class TaskGradients:
     """Per-task gradients of one step.
@@ -48,7 +53,10 @@ class TaskGradients:
 
 
 class GradientEngine:
-    """Computes per-task gradients; `backward_passes` counts backward calls made."""
+    """Computes per-task gradients; `backward_passes` counts backward calls made.
+
+    `check_finite` (set by fp16 loss scaling): every Jacobian is checked with one fused `isfinite`
+    (one host sync) and `NonFiniteGradients` is raised before a method can use it."""
 
     def __init__(self, mode: str = "loop"):
         if mode not in MODES:
@@ -56,6 +64,17 @@ class GradientEngine:
         self.mode = mode
         self.chosen: str | None = None if mode == "auto" else mode
         self.backward_passes = 0
+        self.check_finite = False
+
+    def check(self, G: torch.Tensor, task: Sequence[Sequence[torch.Tensor | None]] = ()) -> None:
+        """Raise `NonFiniteGradients` if `check_finite` is set and the shared gradients `G` or the
+        task-parameter gradients hold an inf/NaN (a head's fp16 backward can overflow while the
+        shared rows stay finite; GradScaler would then skip a step the method already counted)."""
+        if not self.check_finite:
+            return
+        parts = [G, *(g for row in task for g in row if g is not None)]
+        if not bool(torch.stack([torch.isfinite(g).all() for g in parts]).all()):  # one host sync
+            raise NonFiniteGradients(f"non-finite per-task gradient ({tuple(G.shape)} Jacobian)")
 
     def jacobian(
         self,
@@ -67,6 +86,11 @@ class GradientEngine:
         """Per-task gradients of `losses` ([T]) w.r.t. `shared` (flattened) and `task` params."""
         if losses.dim() != 1:
             raise ValueError(f"losses must be a 1-D tensor of per-task losses, got shape {tuple(losses.shape)}")
+        grads = self._jacobian(losses, shared, task, retain_graph)
+        self.check(grads.shared, grads.task)
+        return grads
+
+    def _jacobian(self, losses, shared, task, retain_graph) -> TaskGradients:
         if self.chosen is None:
             return self._measure(losses, shared, task, retain_graph)
         if self.chosen == "loop":

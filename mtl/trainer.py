@@ -200,6 +200,7 @@ class Trainer:
         optimizer = self._optimizer(model, method)
         scheduler = instantiate(self.protocol.scheduler, optimizer=optimizer) if self.protocol.scheduler else None
         self.model, self.method, self.optimizer, self.scheduler = model, method, optimizer, scheduler
+        self.steps = precision.steps(self.precision, model.parameters(), self.device)  # fp16: loss scaling
         self.run_name = f"{bench.name}/{name}{cfg.run.tag}/seed{cfg.seed}"
 
     def resume(self) -> dict[str, Any]:
@@ -213,6 +214,7 @@ class Trainer:
                 if self.scheduler is not None:
                     self.scheduler.load_state_dict(ckpt["scheduler"])
                 self.method.load_state_dict(ckpt["method"])  # Method moves its state to its device
+                self.steps.load_state_dict(ckpt.get("grad_scaler") or {})
             except (RuntimeError, KeyError, ValueError, TypeError) as err:
                 raise DamagedFile(
                     f"{self.run_dir.path / CHECKPOINT}: does not fit this run's model or method "
@@ -296,7 +298,7 @@ class Trainer:
             "scheduler": sched.state_dict() if sched is not None else None,
             "method": self.method.state_dict(), "rng": rng_state(), "epoch": epoch,
             "history": state["history"], "global_step": state["global_step"], "wall_time_s": state["wall"],
-            "partial": state["partial"]})
+            "partial": state["partial"], "grad_scaler": self.steps.state_dict()})
 
     # ------------------------------------------------------------------------------------------
     def _optimizer(self, model, method) -> torch.optim.Optimizer:
@@ -366,9 +368,9 @@ class Trainer:
             self._check_finite(losses, epoch, global_step + steps - start)
             self.optimizer.zero_grad(set_to_none=False)
             size = bench.batch_size(batch)
-            info = method.backward(losses, shared, task_params, rep=rep, batch_size=size)
-            self.optimizer.step()
-            if method.wants_post_step_losses:
+            info = self.steps.backward(method, losses, shared, task_params, rep=rep, batch_size=size)
+            stepped = self.steps.step(self.optimizer)  # False: fp16 step skipped on inf/NaN gradients
+            if method.wants_post_step_losses and stepped:
                 with torch.no_grad():
                     method.after_step(bench.compute_losses(model, batch)[0])
             row = losses.detach() if losses.dim() == 1 else losses.detach().mean(0)

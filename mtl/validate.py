@@ -7,6 +7,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mtl.errors import InvalidValue, MTLError
+from mtl.precision import PRECISIONS
 from mtl.selection import RULES
 
 GRAD_ENGINES = ("loop", "batched", "auto")
@@ -39,10 +40,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.grad_engine not in GRAD_ENGINES:
         raise InvalidValue(f"grad_engine={cfg.grad_engine!r}: unknown; choose one of {', '.join(GRAD_ENGINES)}")
     precision = OmegaConf.select(cfg, "trainer.precision") or "fp32"
-    if precision not in ("fp32", "bf16"):
-        why = (" (fp16 needs a gradient scaler that per-task gradient methods unscale before they combine, "
-               "which is not implemented)" if precision == "fp16" else "")
-        raise InvalidValue(f"trainer.precision={precision!r}: unsupported{why}; use fp32 (the papers) or bf16")
+    if precision not in PRECISIONS:
+        raise InvalidValue(f"trainer.precision={precision!r}: unknown; choose one of {', '.join(PRECISIONS)} "
+                           f"(fp32 is the papers' setting)")
     protocol = cfg.benchmark.protocol
     for key in ("selection", "report"):
         rules = protocol.get(key)

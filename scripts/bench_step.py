@@ -49,7 +49,7 @@ from models.base import HPS  # noqa: E402
 from mtl import methods  # noqa: E402
 from mtl.benchmark import stack_task_losses, task_indices, to_device  # noqa: E402
 from mtl.methods.base import GradientMethod  # noqa: E402
-from mtl.precision import autocast  # noqa: E402
+from mtl.precision import autocast, steps  # noqa: E402
 from mtl.syncs import SyncCounter  # noqa: E402
 
 BARE = "bare_loop"
@@ -177,6 +177,7 @@ class Runner:
             extra, k = self.method.trainable_parameters(), max(1, self.method.batches_per_step)
         groups = [{"params": list(self.model.parameters())}] + ([{"params": extra}] if extra else [])
         self.opt = torch.optim.Adam(groups, lr=1e-4)
+        self.steps = steps(precision, self.model.parameters(), self.device)  # fp16: GradScaler, as the trainer
         gen = torch.Generator().manual_seed(1)
         self.batches = [to_device(workload.make_batch(gen), self.device) for _ in range(k)]
         self.passes = 0
@@ -211,10 +212,11 @@ class Runner:
         self.opt.zero_grad(set_to_none=False)
         if self.method is None:  # the floor: T backward passes, plain sum in .grad, optimizer step
             losses, _ = self.losses(self.batches[0])
+            self.steps.attach(losses)
             T = losses.shape[0]
             for t in range(T):
                 losses[t].backward(retain_graph=t < T - 1)
-            self.opt.step()
+            self.steps.step(self.opt)
             return
         method = self.method
         per_batch = [self.losses(b, rep_grad=method.rep_grad) for b in self.batches]
@@ -222,9 +224,8 @@ class Runner:
             losses, rep = torch.stack([l for l, _ in per_batch]), None
         else:
             losses, rep = per_batch[0]
-        method.backward(losses, self.model.shared_parameters(), self.model.task_parameters(), rep=rep)
-        self.opt.step()
-        if method.wants_post_step_losses:
+        self.steps.backward(method, losses, self.model.shared_parameters(), self.model.task_parameters(), rep=rep)
+        if self.steps.step(self.opt) and method.wants_post_step_losses:
             with torch.no_grad():
                 new, _ = self.losses(self.batches[0])
             method.after_step(new)

@@ -59,4 +59,6 @@ def row_jacobians(engine: GradientEngine, losses: torch.Tensor, shared, task) ->
             rows.append(_flatten(grads[: len(shared)], shared))
             task_rows.append(list(grads[len(shared):]))
         out.append(TaskGradients(torch.stack(rows), task_rows))
+    for grads in out:  # fp16: all rows checked before the method uses any of them
+        engine.check(grads.shared, grads.task)
     return out

@@ -23,7 +23,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from mtl.engine import MODES, GradientEngine, TaskGradients, accumulate_grads, assign_flat_grad
+from mtl.engine import (MODES, GradientEngine, NonFiniteGradients, TaskGradients, accumulate_grads,
+                        assign_flat_grad)
 from mtl.errors import InvalidCombination, InvalidLoss, MissingEpochStatistics
 from mtl.methods._hparams import Bool, Choice, Either, Instance, Spec
 
@@ -78,6 +79,11 @@ class Representation:
 
     @staticmethod
     def split(value: torch.Tensor) -> "Representation":
+        """Under bf16/fp16 autocast the encoder's output is cast to fp32 here: the heads get an fp32
+        leaf, so the per-task representation gradients the method combines are fp32 (and fp16 loss
+        scaling unscales them without underflow, see `mtl.precision.LossScaling`)."""
+        if value.dtype in (torch.float16, torch.bfloat16):
+            value = value.float()
         return Representation(value, value.detach().requires_grad_())
 
 
@@ -175,9 +181,16 @@ class Method(nn.Module):
             raise InvalidCombination(f"{self.name}: rep_grad=True needs `rep=Representation(...)` from the model")
         shared_params = [p for p in shared_params if p.requires_grad]
         task_params = [p for p in task_params if p.requires_grad]
+        if self.engine.check_finite:  # fp16: a skipped step (NonFiniteGradients) leaves the counters as they were
+            saved = (self.step_count, self._loss_sum.clone(), self._loss_weight.clone(), self._loss_count,
+                     self.last_batch_size)
         self.record_losses(losses, batch_size)
         self.step_count += 1
-        return self._backward(transform_losses(losses, self.loss_transform), shared_params, task_params, rep)
+        try:
+            return self._backward(transform_losses(losses, self.loss_transform), shared_params, task_params, rep)
+        except NonFiniteGradients:
+            (self.step_count, self._loss_sum, self._loss_weight, self._loss_count, self.last_batch_size) = saved
+            raise
 
     def record_losses(self, losses: torch.Tensor, batch_size: int | Sequence[int] | None = None) -> None:
         """Add one step's raw losses to the epoch means (see `epoch_loss_mean`)."""

@@ -76,7 +76,9 @@ class DBMTL(GradientMethod):
 
     def _backward(self, losses, shared_params, task_params, rep):
         if self.balance_grads:
-            if self.rep_grad or self.engine.chosen != "loop":
+            # the streamed loop updates the EMA task by task; under fp16 loss scaling the whole
+            # Jacobian is checked for inf/NaN first (a skipped step must not touch the EMA)
+            if self.rep_grad or self.engine.chosen != "loop" or self.engine.check_finite:
                 return super()._backward(losses, shared_params, task_params, rep)
             return self._backward_streamed(losses, shared_params, task_params)
         # Table 5 ablation without gradient balancing: plain sum of the (transformed) losses.

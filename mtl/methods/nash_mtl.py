@@ -197,13 +197,15 @@ class NashMTL(GradientMethod):
         if self._update_step():
             return super()._backward(losses, shared_params, task_params, rep)
         # between weight updates the reference skips the per-task gradients: one weighted backward
-        self._nash_step += 1
         alpha = torch.as_tensor(self.prvs_alpha, dtype=losses.dtype, device=losses.device)
         params = list(shared_params) + list(task_params)
         grads = torch.autograd.grad((alpha * losses).sum(), params, allow_unused=True)
         self.engine.backward_passes += 1
         shared = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, shared_params)]
-        direction, norm = self._clip(torch.cat([g.reshape(-1) for g in shared]))
+        flat = torch.cat([g.reshape(-1) for g in shared])
+        self.engine.check(flat[None], [grads[len(shared_params):]])  # fp16: a skipped step leaves the count
+        self._nash_step += 1
+        direction, norm = self._clip(flat)
         assign_flat_grad(shared_params, direction)
         accumulate_grads(task_params, grads[len(shared_params):])
         return {"weights": alpha.detach(), "solver_failures": 0,
