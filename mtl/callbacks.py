@@ -158,8 +158,9 @@ def from_config(cfg: DictConfig) -> list[Callback]:
         Logging(OmegaConf.to_container(cfg.logger, resolve=True)),
         Console(bool(cfg.trainer.progress), cfg.trainer.get("log_every_steps")),
     ]
-    extra = cfg.trainer.get("callbacks") or []
-    if not OmegaConf.is_list(extra):
+    extra = cfg.trainer.get("callbacks")
+    extra = [] if extra is None else extra
+    if not OmegaConf.is_list(extra) and not isinstance(extra, list):
         raise InvalidValue(f"trainer.callbacks={extra!r}: must be a list of {{_target_: module.Class, ...}} "
                            f"entries, e.g. trainer.callbacks=[{{_target_:mtl.testing.Recorder,path:hooks.jsonl}}]")
     for i, spec in enumerate(extra):
