@@ -6,7 +6,7 @@ The trainer's loop calls these hooks in this order (a resumed run starts at its 
     per epoch:  on_epoch_start, on_step_end (per step), on_steps_end, on_epoch_end
     on_preempt  (a preemption signal stopped the loop; the trainer then raises Preempted)
     on_fit_end  (summary.json is written)
-    on_close    (always, last, also after an error)
+    on_close    (always, last, also when fit or finish raised)
 
 Every hook receives the trainer and the loop state (`history`, `epoch`: the next epoch to train,
 `global_step`, `wall`, `partial`: the position within an unfinished epoch). The trainer's own callbacks
@@ -55,7 +55,7 @@ class Callback:
         """All epochs trained and summary.json written."""
 
     def on_close(self, trainer: Trainer, state: State) -> None:
-        """Last, whether the run finished, was preempted or failed."""
+        """Last, whether training finished, was preempted or raised."""
 
 
 class Checkpointing(Callback):
