@@ -4,7 +4,7 @@ A run directory belongs to the settings it was started with (its `config.yaml`).
 other settings would silently continue the old training under a config file that records the new
 ones, so the trainer compares the two before resuming and refuses any change that can alter the
 results. Keys below cannot: where the run directory lives (results folders get moved), where logs go, how progress is shown, which launcher or device index
-runs the job, how often checkpoints are written. `trainer.epochs` may grow (train longer); it may
+runs the job, how often checkpoints are written, which callbacks watch the loop. `trainer.epochs` may grow (train longer); it may
 not shrink (the finished epochs would not be those of a shorter run).
 """
 from __future__ import annotations
@@ -16,8 +16,9 @@ import yaml
 # prefixes of dotted keys whose change cannot alter a run's results
 MAY_CHANGE = (
     "logger.", "run.root", "run.dir", "run.force", "run.wait_for_lock", "run.keep_checkpoint", "run.checkpoint",
-    "trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every", "trainer.kill_after_epoch",
-    "trainer.signal_after_steps", "device", "threads", "runtime.",
+    "trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every", "trainer.callbacks",
+    "trainer.kill_after_epoch", "trainer.signal_after_steps",  # testing aids older run directories record
+    "device", "threads", "runtime.",
 )
 MAY_GROW = ("trainer.epochs", "benchmark.protocol.epochs")
 

@@ -4,18 +4,15 @@ optimizer, schedule, epochs, selection rule and STL reference.
 
 One run, in order: validate everything (nothing on disk touched yet) -> pick the device -> take the
 run directory's writer lock -> check a resumed run's config against the stored one -> set up
-benchmark, model, method, optimizer -> restore the checkpoint (moved to the run's device) -> fit,
-checkpointing every `trainer.checkpoint_every` epochs, at the end and when a preemption signal
-arrives -> write summary.json.
+benchmark, model, method, optimizer -> restore the checkpoint (moved to the run's device) -> fit
+-> write summary.json. Checkpoints, the experiment logger and console output are callbacks
+(mtl/callbacks.py) that the loop calls at fixed points; `trainer.callbacks` adds more.
 """
 from __future__ import annotations
 
 import itertools
-import os
 import platform
 import random
-import signal
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,12 +24,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import mtl
-from mtl import methods, precision
+from mtl import callbacks, methods, precision
 from mtl.benchmark import Benchmark, to_device
 from mtl.delta import delta_m, delta_p, delta_p_per_task
 from mtl.device import configure_determinism, describe, resolve_device
 from mtl.errors import ConfigChanged, DamagedFile, InvalidCombination, MTLError, NonFiniteLoss, Preempted
-from mtl.loggers import make_logger
 from mtl.preemption import PreemptionGuard
 from mtl.resume import changed_keys, describe as describe_changes
 from mtl.results import CHECKPOINT, RunDir, git_commit
@@ -130,6 +126,7 @@ class Trainer:
     def run(self) -> Path:
         cfg = self.cfg
         validate(cfg)  # everything checkable, before any file of the run directory is touched
+        self.callbacks = callbacks.from_config(cfg)
         self.device = resolve_device(str(cfg.device), needs_gpu=bool(cfg.benchmark.get("needs_gpu", False)),
                                      benchmark=cfg.benchmark.name)
         if not cfg.run.force and self.run_dir.check_finished():
@@ -142,18 +139,18 @@ class Trainer:
                 self.run_dir.delete_checkpoint()
                 self.run_dir.set_aside_summary()
             self.setup()
-            state = self.resume()
-            logger = make_logger(OmegaConf.to_container(cfg.logger, resolve=True), self.run_name,
-                                 OmegaConf.to_container(cfg, resolve=True))
+            self.state = self.resume()
             try:
-                with PreemptionGuard() as guard:
-                    self.fit(state, logger, guard)
-                    if guard.received is not None:
-                        self._stop_preempted(state, guard)
-                self.finish(state, logger)
+                self.fit()
+                self.finish()
             finally:
-                logger.close()
+                self._hook("on_close")
         return self.run_dir.path
+
+    def _hook(self, name: str, *args: Any) -> None:
+        """Call hook `name` of every callback, in order (see mtl/callbacks.py)."""
+        for callback in self.callbacks:
+            getattr(callback, name)(self, self.state, *args)
 
     def _skip(self) -> Path:
         print(f"[mtl] {self.run_dir.path} is finished (summary.json exists); skipping. "
@@ -202,6 +199,7 @@ class Trainer:
         self.model, self.method, self.optimizer, self.scheduler = model, method, optimizer, scheduler
         self.steps = precision.steps(self.precision, model.parameters(), self.device)  # fp16: loss scaling
         self.run_name = f"{bench.name}/{name}{cfg.run.tag}/seed{cfg.seed}"
+        self.epochs = int(cfg.trainer.epochs)
 
     def resume(self) -> dict[str, Any]:
         """The loop state: fresh, or restored from checkpoint.pt onto the run's device."""
@@ -234,53 +232,49 @@ class Trainer:
         self.run_dir.write_metrics(state["history"])
         return state
 
-    def fit(self, state: dict[str, Any], logger, guard: PreemptionGuard) -> None:
-        """Train epochs state['epoch'] .. trainer.epochs-1; returns early after a preemption signal."""
-        cfg, history = self.cfg, state["history"]
-        epochs, every = int(cfg.trainer.epochs), int(cfg.trainer.checkpoint_every)
-        for epoch in range(state["epoch"], epochs):
-            t0 = time.perf_counter()
-            partial, state["partial"] = state["partial"], None
-            train_stats, steps, done = self._train_epoch(epoch, state["global_step"], guard, partial, state.get("rng"))
-            state["global_step"] += steps
-            if not done:  # preempted mid-epoch: checkpoint the position within the epoch
-                state["wall"] += time.perf_counter() - t0
-                state["partial"] = train_stats
-                if cfg.run.checkpoint:
-                    self._save_checkpoint(state, epoch - 1)
-                return
-            train_time = time.perf_counter() - t0
-            record = {"epoch": epoch, "steps": train_stats.pop("steps"), "train_time_s": train_time,
-                      "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
-            record.update(self._evaluate())
-            record["epoch_time_s"] = time.perf_counter() - t0
-            state["wall"] += record["epoch_time_s"]
-            self._step_scheduler(record, history)
-            history.append(record)
-            state["epoch"] = epoch + 1
-            last = epoch == epochs - 1
-            if cfg.run.checkpoint and ((epoch + 1) % every == 0 or last or guard.received is not None):
-                self._save_checkpoint(state, epoch)
-            self.run_dir.write_metrics(history)
-            logger.log_epoch(record, step=epoch)
-            print(self._epoch_line(record), flush=True)
-            failures = {k: v for k, v in record.items() if k.startswith("method/solver_failures") and v}
-            if failures:
-                print(f"[mtl] warning: epoch {epoch} had solver failures {failures} "
-                      f"(per-step details in the log; counts in metrics.jsonl)", flush=True)
-            if cfg.trainer.kill_after_epoch is not None and epoch == int(cfg.trainer.kill_after_epoch):
-                os.kill(os.getpid(), signal.SIGKILL)  # testing aid: a crash, no cleanup runs
-            if guard.received is not None:
-                return
+    def fit(self) -> None:
+        """Train epochs state['epoch'] .. trainer.epochs-1. A preemption signal stops it after the
+        current step: the callbacks save what a resume needs (on_preempt), then Preempted is raised."""
+        state = self.state
+        self._hook("on_fit_start")
+        with PreemptionGuard() as self.guard:
+            for epoch in range(state["epoch"], self.epochs):
+                t0 = time.perf_counter()
+                partial, state["partial"] = state["partial"], None
+                train_stats, steps, done = self._train_epoch(epoch, state["global_step"], partial, state.get("rng"))
+                state["global_step"] += steps
+                if not done:  # stopped mid-epoch: a resume continues from this position
+                    state["wall"] += time.perf_counter() - t0
+                    state["partial"] = train_stats
+                    break
+                record = self._epoch_record(epoch, train_stats, t0)
+                state["wall"] += record["epoch_time_s"]
+                self._step_scheduler(record, state["history"])
+                state["history"].append(record)
+                state["epoch"] = epoch + 1
+                self.run_dir.write_metrics(state["history"])
+                self._hook("on_epoch_end", epoch, record)
+                if self.guard.received is not None:
+                    break
+            if self.guard.received is not None:
+                self._hook("on_preempt")
+                self._stop_preempted()
 
-    def finish(self, state: dict[str, Any], logger) -> None:
-        summary = self._summary(state["history"], state["global_step"], state["wall"])
+    def _epoch_record(self, epoch: int, train_stats: dict[str, Any], t0: float) -> dict[str, Any]:
+        """Epoch `epoch`'s row of metrics.jsonl: training aggregates, then evaluation (timed from t0)."""
+        record = {"epoch": epoch, "steps": train_stats.pop("steps"), "train_time_s": time.perf_counter() - t0,
+                  "lr": self.optimizer.param_groups[0]["lr"], **train_stats}
+        record.update(self._evaluate())
+        record["epoch_time_s"] = time.perf_counter() - t0
+        return record
+
+    def finish(self) -> None:
+        summary = self._summary(self.state["history"], self.state["global_step"], self.state["wall"])
         self.run_dir.write_summary(summary)
-        logger.log_summary(summary)
-        if not self.cfg.run.keep_checkpoint:
-            self.run_dir.delete_checkpoint()
+        self._hook("on_fit_end", summary)
 
-    def _stop_preempted(self, state: dict[str, Any], guard: PreemptionGuard) -> None:
+    def _stop_preempted(self) -> None:
+        state, guard = self.state, self.guard
         where = (f"epoch {state['epoch']} step {state['partial']['steps']}" if state["partial"]
                  else f"the end of epoch {state['epoch'] - 1}")
         saved = (f"checkpoint saved at {where}" if self.cfg.run.checkpoint
@@ -290,15 +284,16 @@ class Trainer:
         raise Preempted(f"{guard.name}: {saved} in {self.run_dir.path}; re-run the same command (or requeue "
                         f"the job) to resume")
 
-    def _save_checkpoint(self, state: dict[str, Any], epoch: int) -> None:
-        """Checkpoint after `epoch` (plus the position within the next epoch if `state['partial']`)."""
+    def checkpoint(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The contents of checkpoint.pt (read back by `resume`): the state after the last finished
+        epoch, plus the position within the next one if `state['partial']`."""
         sched = self.scheduler
-        self.run_dir.save_checkpoint({
+        return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None,
-            "method": self.method.state_dict(), "rng": rng_state(), "epoch": epoch,
+            "method": self.method.state_dict(), "rng": rng_state(), "epoch": state["epoch"] - 1,
             "history": state["history"], "global_step": state["global_step"], "wall_time_s": state["wall"],
-            "partial": state["partial"], "grad_scaler": self.steps.state_dict()})
+            "partial": state["partial"], "grad_scaler": self.steps.state_dict()}
 
     # ------------------------------------------------------------------------------------------
     def _optimizer(self, model, method) -> torch.optim.Optimizer:
@@ -313,9 +308,8 @@ class Trainer:
             groups.append(group)
         return instantiate(self.protocol.optimizer, params=groups, _convert_="all")
 
-    def _train_epoch(self, epoch: int, global_step: int, guard: PreemptionGuard,
-                     partial: dict[str, Any] | None = None, rng: dict[str, Any] | None = None
-                     ) -> tuple[dict[str, Any], int, bool]:
+    def _train_epoch(self, epoch: int, global_step: int, partial: dict[str, Any] | None = None,
+                     rng: dict[str, Any] | None = None) -> tuple[dict[str, Any], int, bool]:
         """One epoch (or its rest, after a mid-epoch resume). Returns (epoch stats, steps taken in
         this call, finished); unfinished after a preemption signal, the stats are then the position
         to resume from: {"steps": steps of this epoch so far, "stats": accumulators}."""
@@ -341,16 +335,13 @@ class Trainer:
             stats.load_state_dict(partial["stats"], self.device)
             set_rng_state(rng)  # after skipping: loading batches may draw random numbers
         shared, task_params = model.shared_parameters(), model.task_parameters()
-        bar = _progress(total, epoch, cfg, bench.task_names)
-        if start:
-            bar.update(start)
+        self._hook("on_epoch_start", epoch, total, start)
         steps = start
-        signal_at = cfg.trainer.get("signal_after_steps")
         for batch in batches:
             if steps >= total:
                 break
-            if guard.received is not None:
-                bar.close()
+            if self.guard.received is not None:
+                self._hook("on_steps_end", epoch)
                 return {"steps": steps, "stats": stats.state_dict()}, steps - start, False
             batch = to_device(batch, self.device)
             with precision.autocast(self.precision, self.device):  # forward + losses (fp32: no-op)
@@ -378,10 +369,8 @@ class Trainer:
             for key, value in info.items():
                 stats.add(f"method/{key}", value)
             steps += 1
-            if signal_at is not None and global_step + steps - start == int(signal_at):
-                os.kill(os.getpid(), signal.SIGUSR1)  # testing aid: a preemption signal mid-epoch
-            bar.update(1, losses=lambda: stats.mean("train_loss").tolist())
-        bar.close()
+            self._hook("on_step_end", global_step + steps - start, stats)
+        self._hook("on_steps_end", epoch)
         method.on_epoch_end(epoch)
         out = stats.results()
         out["train_loss"] = dict(zip(bench.task_names, out.get("train_loss", [])))
@@ -479,21 +468,3 @@ class Trainer:
             "versions": {"mtl": mtl.__version__, "torch": torch.__version__, "python": platform.python_version()},
             "git_commit": git_commit(),
         }
-
-    @staticmethod
-    def _epoch_line(r: dict[str, Any]) -> str:
-        parts = [f"epoch {r['epoch']}"]
-        for split in ("val", "test"):
-            if f"{split}_delta_p" in r:
-                parts.append(f"{split} Δp {r[f'{split}_delta_p']:+.2f}")
-        parts.append(f"{r['epoch_time_s']:.1f}s")
-        return "[mtl] " + " | ".join(parts)
-
-
-def _progress(total: int, epoch: int, cfg: DictConfig, task_names):
-    """A bar on a terminal, plain lines (per epoch, every trainer.log_every_steps) elsewhere."""
-    from mtl.progress import Progress
-
-    return Progress(total, epoch, int(cfg.trainer.epochs), task_names=task_names,
-                    enabled=bool(cfg.trainer.progress), log_every=cfg.trainer.get("log_every_steps"),
-                    stream=sys.stderr)

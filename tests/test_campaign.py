@@ -20,6 +20,7 @@ from mtl import methods
 from mtl.errors import ConfigChanged, InvalidValue, NoGPU
 from mtl.methods.base import LossWeighting
 from mtl.results import RunDir
+from mtl.testing import kill_after_epoch, signal_after_steps
 from mtl.train import EXIT_PREEMPTED, EXIT_USER_ERROR, compose
 from tests.test_train import _metrics_without_timing as metrics_without_timing
 
@@ -78,7 +79,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_equals_uninterrupted
 
     full = run([*common, f"run.root={tmp_path / 'full'}"])
     # 4 steps per epoch: the signal arrives after step 6, i.e. in the middle of epoch 1
-    r = cli(*common, f"run.root={tmp_path / 'cut'}", "trainer.signal_after_steps=6")
+    r = cli(*common, f"run.root={tmp_path / 'cut'}", signal_after_steps(6))
     assert r.returncode == EXIT_PREEMPTED, r.stderr[-2000:]
     assert "SIGUSR1" in r.stdout and "epoch 1 step 2" in r.stdout
     cut = run_dir(tmp_path / "cut", "db_mtl", 3)
@@ -93,7 +94,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_equals_uninterrupted
 
 def test_preemption_without_checkpoints_saves_nothing_and_says_so(tmp_path):
     r = cli(*SHORT, "trainer.epochs=3", f"run.root={tmp_path}", "run.checkpoint=false",
-            "trainer.signal_after_steps=6")
+            signal_after_steps(6))
     assert r.returncode == EXIT_PREEMPTED and "nothing saved" in r.stdout, r.stderr[-2000:]
     assert not (run_dir(tmp_path) / "checkpoint.pt").exists()
 
@@ -115,7 +116,7 @@ def test_sigterm_from_outside_saves_a_checkpoint(tmp_path):
 
 
 def test_checkpoint_every_and_keep_checkpoint(train, tmp_path):
-    path = train([*SHORT, "trainer.epochs=3", "method=ew", "trainer.checkpoint_every=2", "trainer.kill_after_epoch=null"])
+    path = train([*SHORT, "trainer.epochs=3", "method=ew", "trainer.checkpoint_every=2"])
     assert torch.load(path / "checkpoint.pt", weights_only=False)["epoch"] == 2  # always at the end
     path = train([*SHORT, "trainer.epochs=2", "method=uw", "run.keep_checkpoint=false"])
     assert (path / "summary.json").exists() and not (path / "checkpoint.pt").exists()
@@ -123,10 +124,10 @@ def test_checkpoint_every_and_keep_checkpoint(train, tmp_path):
 
 def test_checkpoint_every_two_epochs_resumes_from_the_last_one(tmp_path):
     common = [*SHORT, "trainer.epochs=3", "method=ew", f"run.root={tmp_path}", "trainer.checkpoint_every=2"]
-    r = cli(*common, "trainer.kill_after_epoch=0")
+    r = cli(*common, kill_after_epoch(0))
     assert r.returncode == -9
     assert not (run_dir(tmp_path) / "checkpoint.pt").exists()  # epoch 0 was not a checkpoint epoch
-    r = cli(*common, "trainer.kill_after_epoch=1")
+    r = cli(*common, kill_after_epoch(1))
     assert r.returncode == -9 and torch.load(run_dir(tmp_path) / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
 
@@ -198,7 +199,7 @@ def test_two_identical_jobs_at_once_train_exactly_once(tmp_path):
 # ---- 6. resume only what was started -------------------------------------------------------------
 def test_resume_with_changed_settings_is_refused(tmp_path):
     common = [*SHORT, "trainer.epochs=3", "method=db_mtl", f"run.root={tmp_path}"]
-    assert cli(*common, "trainer.kill_after_epoch=0").returncode == -9
+    assert cli(*common, kill_after_epoch(0)).returncode == -9
     path = run_dir(tmp_path, "db_mtl")
     before = digest(path)
     r = cli(*common, "benchmark.protocol.optimizer.lr=0.5", "method.beta=0.5")
@@ -210,7 +211,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
 
 def test_resume_allows_what_cannot_change_results(tmp_path):
     common = [*SHORT, "method=ew", f"run.root={tmp_path}"]
-    assert cli(*common, "trainer.epochs=2", "trainer.kill_after_epoch=0").returncode == -9
+    assert cli(*common, "trainer.epochs=2", kill_after_epoch(0)).returncode == -9
     r = cli(*common, "trainer.epochs=3", "trainer.progress=true", "logger=wandb", "logger.mode=disabled",
             "trainer.checkpoint_every=5")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -219,7 +220,7 @@ def test_resume_allows_what_cannot_change_results(tmp_path):
 
 def test_fewer_epochs_on_resume_is_refused(train, tmp_path):
     assert cli(*SHORT, "method=ew", f"run.root={tmp_path}", "trainer.epochs=3",
-               "trainer.kill_after_epoch=0").returncode == -9
+               kill_after_epoch(0)).returncode == -9
     from mtl.train import run
 
     with pytest.raises(ConfigChanged, match="trainer.epochs"):

@@ -30,6 +30,7 @@ import torch
 from mtl import methods
 from mtl.errors import (DatasetDamaged, InvalidCombination, InvalidLoss, InvalidValue, MissingEpochStatistics,
                         SolverError, UnknownName)
+from mtl.testing import kill_after_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 LEAD_CLI = "needs CLI handler (lead): exit code 2 and a plain 'error: ...' line"
@@ -573,9 +574,9 @@ def campaign(tmp_path_factory):
     env = _env(WANDB_MODE="disabled")
     run = lambda *a: subprocess.run([sys.executable, "-m", "mtl.train", *RUN_BASE, f"run.root={root}", *a],  # noqa: E731
                                     cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert run("trainer.kill_after_epoch=0").returncode == -9
+    assert run(kill_after_epoch(0)).returncode == -9
     assert run("seed=1").returncode == 0
-    other = run("benchmark.build.hidden=16", "run.tag=_other", "trainer.kill_after_epoch=0")
+    other = run("benchmark.build.hidden=16", "run.tag=_other", kill_after_epoch(0))
     assert other.returncode == -9, other.stderr[-1500:]
     (root / "other").mkdir()
     shutil.copy(root / "synthetic" / "db_mtl_other" / "seed0" / "checkpoint.pt", root / "other")

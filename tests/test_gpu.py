@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtl import methods
+from mtl import methods, testing
+from mtl.testing import kill_after_epoch
 
 pytestmark = pytest.mark.gpu
 
@@ -130,7 +131,6 @@ def test_kill_and_resume_on_device(method, tmp_path, monkeypatch):
     """Epoch 0, checkpoint, 'crash'; a fresh trainer restores everything onto the device and trains
     epoch 1 (a state tensor left on the host stops it with a device mismatch); the result equals an
     uninterrupted run's."""
-    from mtl import trainer as trainer_mod
     from mtl.train import run
 
     common = ["benchmark=synthetic", "benchmark.build.n_train=128", "benchmark.build.n_val=64",
@@ -138,12 +138,12 @@ def test_kill_and_resume_on_device(method, tmp_path, monkeypatch):
               "seed=3", "logger=none", "trainer.progress=false"]
     full = run([*common, f"run.root={tmp_path / 'full'}"])
 
-    def crash(pid, sig):  # what trainer.kill_after_epoch does, without killing pytest
+    def crash(pid, sig):  # what mtl.testing.KillAfterEpoch does, without killing pytest
         raise _Killed
 
-    monkeypatch.setattr(trainer_mod.os, "kill", crash)
+    monkeypatch.setattr(testing.os, "kill", crash)
     with pytest.raises(_Killed):
-        run([*common, f"run.root={tmp_path / 'resumed'}", "trainer.kill_after_epoch=0"])
+        run([*common, f"run.root={tmp_path / 'resumed'}", kill_after_epoch(0)])
     monkeypatch.undo()
     resumed = run([*common, f"run.root={tmp_path / 'resumed'}"])  # a fresh trainer restores the checkpoint
     a, b = (json.loads((p / "summary.json").read_text()) for p in (full, resumed))
@@ -159,9 +159,9 @@ def test_resumed_method_state_is_on_the_device(tmp_path, monkeypatch):
 
     common = ["benchmark=synthetic", "benchmark.build.n_train=128", "trainer.epochs=2", f"device={DEVICE}",
               "method=db_mtl", "logger=none", "trainer.progress=false", f"run.root={tmp_path}"]
-    monkeypatch.setattr(trainer_mod.os, "kill", lambda pid, sig: (_ for _ in ()).throw(_Killed()))
+    monkeypatch.setattr(testing.os, "kill", lambda pid, sig: (_ for _ in ()).throw(_Killed()))
     with pytest.raises(_Killed):
-        run([*common, "trainer.kill_after_epoch=0"])
+        run([*common, kill_after_epoch(0)])
     monkeypatch.undo()
     seen = {}
     original = trainer_mod.Trainer._train_epoch

@@ -12,6 +12,8 @@ import pytest
 import torch
 import yaml
 
+from mtl.testing import signal_after_steps
+
 pytestmark = pytest.mark.gpu
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +52,7 @@ def test_preempted_mid_epoch_resumes_on_cuda_to_the_same_numbers(tmp_path, metho
     common = [*SHORT, "trainer.epochs=3", f"method={method}", "seed=3", "device=cuda"]
     full = cli(*common, f"run.root={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-3000:]
-    cut = cli(*common, f"run.root={tmp_path / 'cut'}", "trainer.signal_after_steps=6")
+    cut = cli(*common, f"run.root={tmp_path / 'cut'}", signal_after_steps(6))
     assert cut.returncode == 3, cut.stdout[-2000:] + cut.stderr[-3000:]
     resumed = cli(*common, f"run.root={tmp_path / 'cut'}")
     assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr[-3000:]

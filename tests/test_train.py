@@ -7,6 +7,7 @@ import pytest
 
 from mtl.errors import NonFiniteLoss
 from mtl.results import RunDir
+from mtl.testing import kill_after_epoch
 
 SHORT = ["benchmark=synthetic", "trainer.epochs=2", "benchmark.build.n_train=256"]
 
@@ -67,7 +68,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, method):
 
     full = run([*common, f"run.root={tmp_path / 'full'}"])
     killed = subprocess.run([sys.executable, "-m", "mtl.train", *common, f"run.root={tmp_path / 'resumed'}",
-                             "trainer.kill_after_epoch=0"], capture_output=True, text=True)
+                             kill_after_epoch(0)], capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
     part = tmp_path / "resumed" / "synthetic" / method / "seed5"
     assert not (part / "summary.json").exists() and (part / "checkpoint.pt").exists()
