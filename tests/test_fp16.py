@@ -14,6 +14,7 @@ from mtl.errors import Preempted
 from mtl.methods.base import LossWeighting
 from mtl.methods.combo import Combined
 from mtl.results import RunDir
+from mtl.testing import signal_after_steps
 from tests.test_method_properties import ALL, Tiny, batches
 
 STATE_FREE_ON_SKIP = [n for n in ALL if not issubclass(methods.get_class(n), (LossWeighting, Combined))]
@@ -187,9 +188,9 @@ def test_every_method_trains_in_fp16_through_the_trainer(name, train, monkeypatc
         taken.append(bool(out))
         return out
 
-    def finish(self, state, logger):
+    def finish(self):
         finite.append(all(bool(torch.isfinite(p).all()) for p in self.model.parameters()))
-        return original_finish(self, state, logger)
+        return original_finish(self)
 
     monkeypatch.setattr(precision.LossScaling, "step", step)
     monkeypatch.setattr(trainer_mod.Trainer, "finish", finish)
@@ -213,7 +214,7 @@ def test_fp16_resume_restores_the_scaler_and_continues_identically(tmp_path, mon
               "trainer.precision=fp16", "logger=none", "trainer.progress=false", "device=cpu"]
     full = run([*common, f"run.root={tmp_path / 'full'}"])
     with pytest.raises(Preempted):
-        run([*common, f"run.root={tmp_path / 'cut'}", "trainer.signal_after_steps=6"])
+        run([*common, f"run.root={tmp_path / 'cut'}", signal_after_steps(6)])
     cut = tmp_path / "cut" / "synthetic" / "db_mtl" / "seed0"
     saved = torch.load(cut / "checkpoint.pt", weights_only=False)["grad_scaler"]
     assert saved["scale"] < 2.0 ** 20 and saved["_growth_tracker"] in (0, 1)
