@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="Δ against the benchmark YAML's reference (paper STL row) or our own STL runs")
     ap.add_argument("--all-tags", action="store_true", help="also list tagged runs (sweep points) as rows")
     ap.add_argument("--no-plots", action="store_true")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     overrides = [a for a in args.benchmarks if "=" in a]
     benches = [a for a in args.benchmarks if "=" not in a] or benchmarks_with_runs(args.root)
     if not benches:
