@@ -181,7 +181,8 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
             row["delta_p_paper_pm"] = prow.get("delta_p_pm", math.nan)
         row["runs"] = ";".join(runs.paths.get(name, []))
         rows.append(row)
-    df = pd.DataFrame(rows)
+    empty = ["method", "name", "seeds", "status", *info.keys, "delta_p", "delta_m", "runs"]  # no paper, no runs
+    df = pd.DataFrame(rows, columns=None if rows else empty)
     is_extra = df["name"].isin(extras)  # our methods outside the paper table: best Δp first
     df = pd.concat([df[~is_extra], df[is_extra].sort_values("delta_p", ascending=False)], ignore_index=True)
     mtl_rows = df["name"] != "stl"
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mtl.errors import MTLError
 
-    ap = argparse.ArgumentParser(description=TABLES_USAGE.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=TABLES_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("benchmarks", nargs="*", help="default: every benchmark with runs under --root; "
                     "logger=... / logger.<key>=... arguments set the W&B logger")
     ap.add_argument("--root", default="results/runs")

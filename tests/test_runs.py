@@ -127,7 +127,8 @@ def test_table_run_logs_ours_beside_the_paper_with_plots(tmp_path, monkeypatch):
     assert db["segmentation/mIoU"] == db_paper["segmentation/mIoU"] == pytest.approx(53.50, abs=5)
     assert db["delta_p"] == pytest.approx(db_paper["delta_p"], abs=0.1)
     csv = pd.read_csv(tmp_path / "tables" / "nyuv2.csv").set_index("name")  # the same numbers as the files
-    assert (db["mr"], db_paper["mr"], db["delta_m"]) == pytest.approx(tuple(csv.loc["db_mtl", ["mr", "mr_paper", "delta_m"]]))
+    expected = tuple(csv.loc["db_mtl", ["mr", "mr_paper", "delta_m"]])
+    assert (db["mr"], db_paper["mr"], db["delta_m"]) == pytest.approx(expected)
     assert not math.isnan(db["delta_m"]) and db["seeds"] == 1
     assert rows[("EW", "ours")]["status"] == "missing" and rows[("EW", "ours")]["delta_p"] is None
     assert rows[("EW", "paper")]["delta_p"] is not None  # the paper's row is there without our run
@@ -167,3 +168,10 @@ def test_tables_command_writes_an_offline_table_run(tmp_path, monkeypatch, capsy
     assert ("DB-MTL", "ours") in sources and ("DB-MTL", "paper") in sources
     assert list(run_dir.glob("files/media/images/plots/delta_p_per_task*.png"))
     assert list(run_dir.glob("*.wandb"))  # what `wandb sync` uploads
+
+
+def test_table_of_a_benchmark_without_paper_or_runs_is_empty_not_an_error(tmp_path):
+    from mtl.tables import build_table, to_markdown
+
+    df = build_table("synthetic", tmp_path / "runs")
+    assert df.empty and "| method | seeds | t0 mae |" in to_markdown(df)
