@@ -8,12 +8,13 @@ Rows: the paper's methods in paper order (a method without runs is shown as miss
 our other methods. STL runs (`stl_<i>` folders, one per task) are merged into one STL row.
 Mean rank (MR): per metric, the rank of each method among the MTL rows that have a value (1 = best,
 ties averaged, STL excluded), averaged over metrics; "MR paper" ranks the paper's rows the same way.
-Spread over seeds is the population std (ddof=0), as mtl/report.py.
+Spread over seeds is the population std (ddof=0), here and in `aggregate`.
 """
 from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import pandas as pd
 from mtl.benchmark import TaskSpec
 from mtl.delta import delta_m, delta_p, delta_p_per_task
 from mtl.paper import PaperRows, display_name, load_paper
-from mtl.report import read_summary
+from mtl.runs import benchmarks_with_runs, metric_columns, metrics_of, read_runs
 
 MISSING = "—"
 Metrics = dict[str, dict[str, float]]
@@ -67,46 +68,33 @@ class RunSet:
 _STL_DIR = re.compile(r"^stl_(\d+)$")
 
 
-def _metrics_of(summary: dict[str, Any], rule: str | None) -> Metrics:
-    if rule is None or rule == summary.get("selection"):
-        return summary["metrics"]
-    reported = summary.get("reported") or {}
-    if rule not in reported:
-        raise KeyError(f"run {summary.get('method')} seed {summary.get('seed')} has no selection rule {rule!r} "
-                       f"(has {sorted(reported)})")
-    return reported[rule]["metrics"]
+def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: str | None = None,
+                 include_tags: bool = False, only: list[str] | None = None) -> RunSet:
+    """Finished runs of `benchmark` under `root` (read by mtl.runs), grouped into table rows.
 
-
-def collect_runs(root: str | Path, benchmark: str, *, rule: str | None = None, include_tags: bool = False,
-                 only: list[str] | None = None) -> RunSet:
-    """Finished runs under <root>/<benchmark>/<method><tag>/seed<s>/summary.json.
-
-    Untagged methods are rows named by the method; `stl_<i>` folders (task i) merge into row "stl"
-    (task i's metrics from run stl_<i>, per seed); other tagged folders (sweeps) are rows only with
-    `include_tags` or when named in `only`."""
+    Untagged methods are rows named by the method; `stl_<i>` folders (task i = tasks[i]) merge into
+    row "stl" (task i's metrics from run stl_<i>, per seed); other tagged folders (sweeps) are rows
+    only with `include_tags` or when named in `only`."""
     out = RunSet()
     stl_parts: dict[int, dict[str, dict[str, float]]] = {}
-    for path in sorted(Path(root, benchmark).glob("*/seed*/summary.json")):
-        folder = path.parent.parent.name
-        s = read_summary(path)
-        if s is None:  # damaged: named on stderr, the other runs still make the table
-            continue
-        seed = int(s["seed"])
-        metrics = _metrics_of(s, rule)
+    df = read_runs(root, benchmark, rule=rule, config=False)  # damaged summaries: named on stderr, skipped
+    keys = metric_columns(df)
+    for _, r in df.iterrows():
+        folder, seed = r["method"], int(r["seed"])
+        metrics = metrics_of(r, keys)
         m = _STL_DIR.match(folder)
-        if m and s.get("method") == "stl":
-            i = int(m.group(1))
-            task = list(metrics)[i]  # metrics keep the benchmark's task order (json preserves it)
-            stl_parts.setdefault(seed, {})[task] = metrics[task]
-            out.paths.setdefault("stl", []).append(str(path.parent))
+        if m and r["trained"] == "stl":
+            task = tasks[int(m.group(1))]
+            stl_parts.setdefault(seed, {})[task] = metrics.get(task, {})
+            out.paths.setdefault("stl", []).append(r["path"])
             continue
-        tagged = folder != s.get("method", folder)
+        tagged = folder != r["trained"]
         if only is not None and folder not in only:
             continue
         if tagged and not include_tags and only is None:
             continue
         out.seeds.setdefault(folder, {})[seed] = metrics
-        out.paths.setdefault(folder, []).append(str(path.parent))
+        out.paths.setdefault(folder, []).append(r["path"])
     if stl_parts and (only is None or "stl" in only):
         out.seeds["stl"] = dict(sorted(stl_parts.items()))
     return out
@@ -144,7 +132,8 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
     """One row per method (paper order first): ours (mean, std), paper value and difference per
     metric, Δp, Δm, MR; `status` is ok | missing (no runs) | partial (STL with tasks missing)."""
     info = info or benchmark_info(benchmark)
-    runs = collect_runs(root, benchmark, rule=rule, include_tags=include_tags, only=only)
+    runs = collect_runs(root, benchmark, [t.name for t in info.tasks], rule=rule, include_tags=include_tags,
+                        only=only)
     paper_rows = load_paper(benchmark) if paper is True else (paper or None)
     ref, ref_m = info.reference, info.reference_m
     if reference == "own":
@@ -192,7 +181,8 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
             row["delta_p_paper_pm"] = prow.get("delta_p_pm", math.nan)
         row["runs"] = ";".join(runs.paths.get(name, []))
         rows.append(row)
-    df = pd.DataFrame(rows)
+    empty = ["method", "name", "seeds", "status", *info.keys, "delta_p", "delta_m", "runs"]  # no paper, no runs
+    df = pd.DataFrame(rows, columns=None if rows else empty)
     is_extra = df["name"].isin(extras)  # our methods outside the paper table: best Δp first
     df = pd.concat([df[~is_extra], df[is_extra].sort_values("delta_p", ascending=False)], ignore_index=True)
     mtl_rows = df["name"] != "stl"
@@ -308,17 +298,166 @@ def write_tables(df: pd.DataFrame, out_dir: str | Path, stem: str | None = None)
     return paths
 
 
+def wandb_rows(df: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    """(columns, rows) of the W&B table: per method our row (source "ours") and, where the paper has
+    one, the paper's row (source "paper") beside it; per-metric values, Δp, Δm and MR."""
+    keys, extra = list(df.attrs["keys"]), list(df.attrs["extra"])
+    columns = ["method", "source", "seeds", "status", *keys, *extra, "delta_p", "delta_p_std", "delta_m", "mr"]
+
+    def cell(row: pd.Series, key: str) -> Any:
+        v = row.get(key, math.nan)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    rows = []
+    for _, r in df.iterrows():
+        rows.append([r["method"], "ours", int(r["seeds"]), r["status"], *[cell(r, k) for k in [*keys, *extra]],
+                     cell(r, "delta_p"), cell(r, "delta_p_std"), cell(r, "delta_m"), cell(r, "mr")])
+        paper = [cell(r, f"{k}_paper") for k in [*keys, *extra, "delta_p"]]
+        if df.attrs["has_paper"] and any(v is not None for v in paper):
+            rows.append([r["method"], "paper", None, "paper", *paper,
+                         cell(r, "delta_p_paper_pm"), cell(r, "delta_m_paper"), cell(r, "mr_paper")])
+    return columns, rows
+
+
+def log_table(df: pd.DataFrame, images: list[Path], logger: dict[str, Any], stem: str) -> str | None:
+    """Log one benchmark's table and its plots to W&B (run `tables-<stem>`, job_type "table") when
+    `logger` is the wandb logger config; returns the W&B run directory, None when nothing was logged."""
+    from mtl.loggers import log_table_run
+
+    columns, rows = wandb_rows(df)
+    config = {"benchmark": df.attrs["benchmark"], "reference": df.attrs["reference"],
+              "reference_source": df.attrs["reference_source"], "title": df.attrs["title"]}
+    return log_table_run(logger, f"tables-{stem}", columns, rows,
+                         {p.stem.removeprefix(f"{df.attrs['benchmark']}_"): p for p in images}, config)
+
+
 def regenerate(benchmark: str, root: str | Path = "results/runs", out: str | Path = "results/tables", *,
                rule: str | None = None, reference: str = "config", include_tags: bool = False,
-               plots: bool = True, quiet: bool = False) -> list[Path]:
-    """Build, write and (optionally) plot one benchmark's table; returns the written paths."""
+               plots: bool = True, quiet: bool = False, logger: dict[str, Any] | None = None) -> list[Path]:
+    """Build, write and (optionally) plot one benchmark's table; with the wandb `logger` config also
+    log the table and plots to a W&B table run. Returns the written paths."""
     df = build_table(benchmark, root, rule=rule, reference=reference, include_tags=include_tags)
-    paths = write_tables(df, out, benchmark if rule is None else f"{benchmark}_{rule}")
+    stem = benchmark if rule is None else f"{benchmark}_{rule}"
+    paths = write_tables(df, out, stem)
+    images: list[Path] = []
     if plots:
         from mtl.plots import benchmark_plots
 
-        paths += benchmark_plots(df, out)
+        images = benchmark_plots(df, out)
+        paths += images
+    wandb_dir = log_table(df, images, logger, stem) if logger else None
     if not quiet:
         print(to_markdown(df))
         print("written:", ", ".join(map(str, paths)))
+        if wandb_dir:
+            print(f"W&B table run: {wandb_dir}")
     return paths
+
+
+# --- per-run summaries (demo report) ---------------------------------------------------------------
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (ddof=0) over seeds per (benchmark, method) of a mtl.runs.read_runs frame: Δp,
+    Δm, wall time, every `task/metric` and per-task Δp; sorted by Δp, best first."""
+    if df.empty:
+        return df
+    value_cols = ["delta_p", "delta_m", "wall_time_s", *metric_columns(df),
+                  *[c for c in df.columns if c.startswith("delta_p/")]]
+    g = df.groupby(["benchmark", "method"])[value_cols]
+    out = g.mean()
+    std = g.std(ddof=0).add_suffix("_std")
+    out = out.join(std)
+    out["seeds"] = df.groupby(["benchmark", "method"])["seed"].count()
+    return out.reset_index().sort_values(["benchmark", "delta_p"], ascending=[True, False])
+
+
+def delta_table_markdown(agg: pd.DataFrame) -> str:
+    """A compact Markdown table: method, Δp ± std, Δm, seeds, per-metric means."""
+    metric_cols = [c for c in metric_columns(agg) if not c.endswith("_std")]
+    header = ["method", "Δp (%) ↑", "Δm (%) ↓", "seeds", *metric_cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in agg.iterrows():
+        cells = [r["method"], f"{r['delta_p']:+.2f} ± {r['delta_p_std']:.2f}", f"{r['delta_m']:+.2f}",
+                 str(int(r["seeds"])), *[f"{r[c]:.4g}" for c in metric_cols]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- command line (scripts/tables.py, scripts/plots.py) --------------------------------------------
+TABLES_USAGE = """Regenerate the paper-layout tables (and plots) from results/runs/**/summary.json.
+
+    python scripts/tables.py                       # every benchmark that has runs
+    python scripts/tables.py nyuv2 qm9 [--rule last10] [--reference own] [--all-tags] [--no-plots]
+    python scripts/tables.py nyuv2 logger=none     # no W&B table run (logger=wandb, offline, is the default)
+
+Writes results/tables/<benchmark>.{md,tex,csv} (ours mean ± std over seeds, the paper's value and
+ours − paper per metric, Δp, Δm, mean rank; paper methods without runs are marked "—") and, unless
+--no-plots, results/tables/<benchmark>_{delta_p_per_task,curves,weights}.png. With the wandb logger
+(the project default, configs/logger/wandb.yaml: offline unless logger.mode=online) each benchmark's
+table (ours beside the paper's rows) and plots are also logged to a W&B run `tables-<benchmark>`.
+"""
+
+
+def logger_config(overrides: list[str]) -> dict[str, Any]:
+    """The logger config composed with `overrides` (only logger=... / logger.<key>=...), checked."""
+    from omegaconf import OmegaConf
+
+    from mtl.loggers import check_logger
+    from mtl.train import compose
+
+    bad = [o for o in overrides if not o.lstrip("+~").startswith("logger")]
+    if bad:
+        raise SystemExit(f"error: {' '.join(bad)}: tables take only logger overrides (logger=wandb|none, "
+                         f"logger.mode=..., logger.project=...)")
+    cfg = OmegaConf.to_container(compose(list(overrides)).logger, resolve=False)
+    check_logger(cfg)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from mtl.errors import MTLError
+
+    ap = argparse.ArgumentParser(description=TABLES_USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("benchmarks", nargs="*", help="default: every benchmark with runs under --root; "
+                    "logger=... / logger.<key>=... arguments set the W&B logger")
+    ap.add_argument("--root", default="results/runs")
+    ap.add_argument("--out", default="results/tables")
+    ap.add_argument("--rule", default=None, help="selection rule from summary 'reported' (default: the protocol's)")
+    ap.add_argument("--reference", default="config", choices=["config", "own"],
+                    help="Δ against the benchmark YAML's reference (paper STL row) or our own STL runs")
+    ap.add_argument("--all-tags", action="store_true", help="also list tagged runs (sweep points) as rows")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_intermixed_args(argv)
+    overrides = [a for a in args.benchmarks if "=" in a]
+    benches = [a for a in args.benchmarks if "=" not in a] or benchmarks_with_runs(args.root)
+    if not benches:
+        print(f"no finished runs under {args.root}; nothing to tabulate")
+        return 0
+    try:
+        logger = logger_config(overrides)
+        for b in benches:
+            regenerate(b, args.root, args.out, rule=args.rule, reference=args.reference,
+                       include_tags=args.all_tags, plots=not args.no_plots, logger=logger)
+    except MTLError as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def plots_main(argv: list[str] | None = None) -> int:
+    """scripts/plots.py: the figures of one or more benchmarks from their runs."""
+    import argparse
+
+    from mtl.plots import benchmark_plots
+
+    ap = argparse.ArgumentParser(description="Figures of one or more benchmarks from their runs")
+    ap.add_argument("benchmarks", nargs="+")
+    ap.add_argument("--root", default="results/runs")
+    ap.add_argument("--out", default="results/tables")
+    ap.add_argument("--all-tags", action="store_true", help="include tagged runs (sweep points)")
+    args = ap.parse_args(argv)
+    for b in args.benchmarks:
+        for p in benchmark_plots(build_table(b, args.root, include_tags=args.all_tags), args.out):
+            print("written:", p)
+    return 0

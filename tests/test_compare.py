@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from test_sweeps import load_script
+from mtl import compare
 
 
 def fake_run(root, bench, name, metrics, seed=0):
@@ -15,7 +15,6 @@ def fake_run(root, bench, name, metrics, seed=0):
 
 
 def test_rank_against_paper_rows(tmp_path, capsys):
-    compare = load_script("compare")
     # a "new" method with the DB-MTL row's numbers except a slightly better mIoU: ranks first
     row = {"segmentation": {"mIoU": 54.92, "PAcc": 75.60}, "depth": {"AErr": 0.3768, "RErr": 0.1557},
            "normal": {"Mean": 21.97, "MED": 15.37, "Within11.25": 38.43, "Within22.5": 64.81, "Within30": 75.24}}
@@ -28,7 +27,6 @@ def test_rank_against_paper_rows(tmp_path, capsys):
 
 
 def test_rank_against_our_runs(tmp_path, train, capsys):
-    compare = load_script("compare")
     fake_run(tmp_path / "runs", "synthetic", "ew", {"t0": {"mae": 0.1}, "t1": {"mae": 1.0}, "t2": {"mae": 10.0}})
     fake_run(tmp_path / "runs", "synthetic", "uw", {"t0": {"mae": 1e6}, "t1": {"mae": 1e6}, "t2": {"mae": 1e6}})
     argv = ["--method", "db_mtl", "--bench", "synthetic", "--seeds", "0", "--root", str(tmp_path / "runs"),
@@ -42,7 +40,6 @@ def test_rank_against_our_runs(tmp_path, train, capsys):
 
 
 def test_unknown_against_paper_without_table(tmp_path):
-    compare = load_script("compare")
     fake_run(tmp_path, "synthetic", "mine", {"t0": {"mae": 0.1}, "t1": {"mae": 1.0}, "t2": {"mae": 10.0}})
     with pytest.raises(RuntimeError, match="no paper table"):
         compare.main(["--method", "mine", "--bench", "synthetic", "--no-run", "--root", str(tmp_path),

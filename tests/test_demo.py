@@ -1,22 +1,12 @@
 """`make demo`'s script end to end at toy scale: parallel training processes, Δp table with
 per-task Δp, bar plot, per-task heat map, balancing curves, next steps."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _demo():
-    spec = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    return demo
+from mtl import demo
+from mtl import demo_stability as stab
 
 
 def test_demo_prints_table_and_writes_figures(tmp_path, capsys):
-    demo = _demo()
     tables = tmp_path / "tables"
     demo.main(["--benchmark", "synthetic", "--methods", "db_mtl", "uw", "--curves", "db_mtl", "uw",
                "--jobs", "2", "--root", str(tmp_path / "runs"), "--tables", str(tables),
@@ -36,7 +26,6 @@ def test_demo_prints_table_and_writes_figures(tmp_path, capsys):
 
 
 def test_balancing_plot_has_a_panel_per_logged_diagnostic(tmp_path, monkeypatch):
-    demo = _demo()
     for name, keys in (("a", ["method/buffer_coeffs", "method/grad_norms"]), ("b", ["method/weights"]),
                        ("c", ["method/solver_failures"])):
         d = tmp_path / name
@@ -57,15 +46,11 @@ def test_balancing_plot_has_a_panel_per_logged_diagnostic(tmp_path, monkeypatch)
 
 
 def test_failed_run_stops_with_its_log(tmp_path):
-    demo = _demo()
     with pytest.raises(SystemExit, match="1 demo run\\(s\\) failed; the first, no_such_method seed 0"):
         demo.train_all("synthetic", ["no_such_method"], [0], root=str(tmp_path / "runs"), logs=tmp_path / "logs")
 
 
 def test_stability_checks():
-    spec = importlib.util.spec_from_file_location("demo_stability", ROOT / "scripts" / "demo_stability.py")
-    stab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stab)
     import pandas as pd
 
     def table(orders):
@@ -82,9 +67,6 @@ def test_stability_checks():
 
 
 def test_stability_closest_pairs():
-    spec = importlib.util.spec_from_file_location("demo_stability", ROOT / "scripts" / "demo_stability.py")
-    stab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stab)
     import pandas as pd
 
     df = pd.DataFrame({"budget": ["1x"] * 3, "seed": [0] * 3, "method": ["a", "b", "c"],
@@ -95,7 +77,6 @@ def test_stability_closest_pairs():
 def test_demo_default_benchmark_tiny(tmp_path, capsys):
     """The default path (qm9_small: real QM9 molecules on bond graphs, the default methods and curves)
     shrunk to two steps per run on a 2,000-molecule build."""
-    demo = _demo()
     tables = tmp_path / "tables"
     demo.main(["--root", str(tmp_path / "runs"), "--tables", str(tables), "trainer.epochs=1",
                "trainer.max_steps_per_epoch=2", f"benchmark.build.root={tmp_path / 'qm9'}",

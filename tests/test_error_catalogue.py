@@ -180,7 +180,7 @@ def corrupt_summary_among_good(tmp: Path, finished_run: Path) -> dict[str, Any]:
     bad = root / "synthetic" / "pcgrad" / "seed0"
     bad.mkdir(parents=True)
     (bad / "summary.json").write_text('{"benchmark": "synthetic", "method": "pcgrad", "se')  # torn write
-    return {"args": ["synthetic", "--root", str(root), "--out", str(tmp / "tables"), "--no-plots"],
+    return {"args": ["synthetic", "--root", str(root), "--out", str(tmp / "tables"), "--no-plots", "logger=none"],
             "good": good, "bad": bad / "summary.json"}
 
 
@@ -445,14 +445,14 @@ def test_negative_loss_under_log_would_flip_the_gradient():
 
 
 # ---- readers that skip a damaged file and go on -------------------------------------------------
-def test_report_skips_a_damaged_summary(tmp_path, finished_run, capsys):
-    from mtl.report import load_summaries
+def test_run_reader_skips_a_damaged_summary(tmp_path, finished_run, capsys):
+    from mtl.runs import read_runs
 
     good = place_finished(finished_run, tmp_path / "runs", seeds=(0, 1))
     bad = tmp_path / "runs" / "synthetic" / "uw" / "seed0" / "summary.json"
     bad.parent.mkdir(parents=True)
     bad.write_text('{"seed": 0, "metrics": {}}')  # valid JSON, but no delta_p / delta_m: hand-edited or foreign
-    df = load_summaries(tmp_path / "runs")
+    df = read_runs(tmp_path / "runs", required=("seed", "metrics", "delta_p", "delta_m"))
     assert sorted(df["path"]) == sorted(str(p) for p in good)
     err = capsys.readouterr().err
     assert f"{bad}: damaged summary (no delta_p, delta_m); skipped" in err and len(err.strip().splitlines()) == 1

@@ -2,24 +2,13 @@
 synthetic writes the CSV and box plot and a rerun skips finished points."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from mtl import sweeps as sweep
 from mtl.train import compose
 from mtl.workflows import load_experiment, sweep_params
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_beta_grid_is_fig5():
@@ -37,7 +26,6 @@ def test_alpha_grid_is_fig6_and_inv_t_is_per_benchmark():
     points = sweep_params(exp)["sweep_point"]
     assert set(points) == {"alpha0.01", "alpha0.05", "alpha0.1", "alpha0.5", "alpha1", "alpha5", "alpha10",
                            "alphainvT", "alphamin", "alphamax", "alphamean", "alphamedian"}
-    sweep = load_script("sweep")
     assert sweep.point_overrides(exp, "qm9", []) == [f"sweep_points.alphainvT.alpha={1 / 11!r}"]
     assert sweep.point_overrides(exp, "cityscapes", []) == ["sweep_points.alphainvT.alpha=0.5"]
     cfg = compose(["experiment=sweep_alpha", "benchmark=officehome", "sweep_point=alphainvT",
@@ -48,7 +36,6 @@ def test_alpha_grid_is_fig6_and_inv_t_is_per_benchmark():
 
 
 def test_tiny_beta_sweep_writes_csv_and_plot(tmp_path, capsys):
-    sweep = load_script("sweep")
     runs, out = tmp_path / "runs", tmp_path / "sweeps"
     argv = ["beta", "--bench", "synthetic", "--seeds", "0", "--points", "beta0.0,beta0.5_sqrtk", "--out", str(out),
             f"run.root={runs}", "logger=none", "trainer.epochs=1", "benchmark.build.n_train=128",

@@ -1,13 +1,9 @@
 """The CAGrad / Nash-MTL toy problem: objective values, runner, trajectories script."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from mtl.benchmarks.toy import OFFSET, ToyPoint, objectives, toy_losses
-
-ROOT = Path(__file__).resolve().parents[1]
+from mtl.toy_trajectories import trajectory
 
 
 def test_objectives_hand_computed():
@@ -35,9 +31,6 @@ def test_runner_with_a_log_method(train):
 
 
 def test_trajectories_stay_finite_for_log_methods():
-    spec = importlib.util.spec_from_file_location("toy_traj", ROOT / "scripts" / "toy_trajectories.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     for name in ("famo", "db_mtl", "ew"):
-        path = mod.trajectory(name, (-8.5, -5.0), steps=200, lr=1e-2, scale=1.0)
+        path = trajectory(name, (-8.5, -5.0), steps=200, lr=1e-2, scale=1.0)
         assert torch.isfinite(path).all() and path.shape == (201, 2)
