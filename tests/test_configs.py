@@ -67,3 +67,15 @@ def test_paper_campaigns_sweep_the_one_method_list():
         raw = OmegaConf.load(CONFIGS / "experiment" / f"reproduce_{bench}.yaml")
         assert OmegaConf.select(raw, "hydra.sweeper.params.method") is None, bench
     assert set(listed) <= set(METHODS)
+
+
+def test_shared_bases_are_not_benchmarks():
+    """configs/benchmark/base/*.yaml hold what several benchmarks share (pulled in by their defaults
+    lists); they are neither listed nor composable as benchmarks of their own."""
+    from mtl.benchmarks import available
+
+    bases = sorted(p.stem for p in (CONFIGS / "benchmark" / "base").glob("*.yaml"))
+    assert bases and not any(b.startswith("base") for b in available())
+    for base in bases:
+        users = [b for b in BENCHMARKS if f"base/{base}@_here_" in (CONFIGS / "benchmark" / f"{b}.yaml").read_text()]
+        assert len(users) >= 2, (base, users)
