@@ -23,6 +23,17 @@ METHODS: dict[str, str] = {
 }
 DISPLAY: dict[str, str] = {v: k for k, v in METHODS.items()}  # registry name -> paper name
 
+# The methods a paper campaign trains (every experiment/reproduce_<bench>.yaml sweeps this file)
+METHOD_SET = Path(__file__).resolve().parents[1] / "configs" / "methods" / "paper.yaml"
+
+
+def campaign_methods() -> list[str]:
+    """Registry names of the methods every reproduce_<bench> campaign trains, in the paper's row
+    order: configs/methods/paper.yaml (the one list; STL is trained separately, per task)."""
+    import yaml
+
+    return [m.strip() for m in str(yaml.safe_load(METHOD_SET.read_text())["method"]).split(",") if m.strip()]
+
 _DENSE = {"mIoU": ("segmentation", "mIoU"), "PAcc": ("segmentation", "PAcc"),
           "AErr": ("depth", "AErr"), "RErr": ("depth", "RErr")}
 _NORMAL = {c: ("normal", c) for c in ("Mean", "MED", "Within11.25", "Within22.5", "Within30")}

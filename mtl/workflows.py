@@ -25,12 +25,17 @@ PROJECT = Path(CONFIG_DIR).parent
 
 
 def load_experiment(name: str):
-    """The raw experiment YAML (its `hydra.sweeper.params` lists the grid)."""
+    """The composed config of `experiment=<name>`, Hydra's own node included: its
+    `hydra.sweeper.params` is the grid, with what the experiment's defaults list pulls in (e.g. the
+    paper's method list, configs/methods/paper.yaml)."""
+    from hydra import compose as _compose, initialize_config_dir
+
     path = EXPERIMENTS / f"{name}.yaml"
     if not path.exists():
         have = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
         raise FileNotFoundError(f"no experiment {path}; available: {have}")
-    return OmegaConf.load(path)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return _compose(config_name="train", overrides=[f"experiment={name}"], return_hydra_config=True)
 
 
 def sweep_params(exp) -> dict[str, list[str]]:

@@ -50,3 +50,32 @@ def test_datasets_package_is_this_project():
     import datasets
 
     assert Path(datasets.__file__).resolve().parent == CONFIGS.parent / "datasets"
+
+
+def test_paper_campaigns_sweep_the_one_method_list():
+    """Every reproduce_<bench> of a paper table sweeps configs/methods/paper.yaml, which is the paper
+    table's method rows (STL aside) in the paper's order; no experiment restates the list."""
+    from mtl.paper import TABLES, campaign_methods, load_paper
+    from mtl.workflows import load_experiment, sweep_params
+
+    listed = campaign_methods()
+    assert len(listed) == 21 and len(set(listed)) == 21
+    for bench in TABLES:
+        assert [m for m in load_paper(bench).order if m != "stl"] == listed, bench
+        params = sweep_params(load_experiment(f"reproduce_{bench}"))
+        assert params["method"] == listed and params["benchmark"] == [bench]
+        raw = OmegaConf.load(CONFIGS / "experiment" / f"reproduce_{bench}.yaml")
+        assert OmegaConf.select(raw, "hydra.sweeper.params.method") is None, bench
+    assert set(listed) <= set(METHODS)
+
+
+def test_shared_bases_are_not_benchmarks():
+    """configs/benchmark/base/*.yaml hold what several benchmarks share (pulled in by their defaults
+    lists); they are neither listed nor composable as benchmarks of their own."""
+    from mtl.benchmarks import available
+
+    bases = sorted(p.stem for p in (CONFIGS / "benchmark" / "base").glob("*.yaml"))
+    assert bases and not any(b.startswith("base") for b in available())
+    for base in bases:
+        users = [b for b in BENCHMARKS if f"base/{base}@_here_" in (CONFIGS / "benchmark" / f"{b}.yaml").read_text()]
+        assert len(users) >= 2, (base, users)

@@ -519,6 +519,14 @@ def corrupt_metrics(root):
     (root / RUN_DIR / "metrics.jsonl").write_text('{"epoch": 0, "tr\n')
 
 
+def typo_benchmark_file(root):
+    """A benchmark YAML (synthetic's, on Hydra's search path) whose protocol misspells `selection`."""
+    text = (REPO / "configs" / "benchmark" / "synthetic.yaml").read_text()
+    assert "\n  selection: " in text
+    (root / "configs" / "benchmark").mkdir(parents=True)
+    (root / "configs" / "benchmark" / "typo.yaml").write_text(text.replace("\n  selection: ", "\n  selction: "))
+
+
 RUN_CASES = [
     # config values
     RunCase("epochs-zero", ["trainer.epochs=0"], ["trainer.epochs=0", "integer >= 1"]),
@@ -542,6 +550,15 @@ RUN_CASES = [
     RunCase("method-key-typo-plus", ["+method.betta=0.5"], ["method.betta", "did you mean method.beta"]),
     RunCase("key-typo", ["trainer.epocs=3"], ["trainer.epocs", "did you mean trainer.epochs"]),
     RunCase("run-key-typo", ["run.forse=true"], ["did you mean run.force"]),
+    # keys the schema (mtl/schema.py) does not declare: added with `+`, at the top level, in a config file
+    RunCase("key-typo-plus", ["+trainer.epoch=3"], ["trainer.epoch:", "did you mean trainer.epochs", "mtl/schema.py"]),
+    RunCase("run-key-typo-plus", ["+run.forse=true"], ["run.forse:", "did you mean run.force"]),
+    RunCase("top-level-key-typo", ["sede=1"], ["sede:", "did you mean seed"]),
+    RunCase("top-level-key-typo-plus", ["+sede=1"], ["sede:", "did you mean seed"]),
+    RunCase("protocol-key-typo-in-file", ["hydra.searchpath=[file://{root}/configs]", "benchmark=typo"],
+            ["benchmark/typo.yaml", "benchmark.protocol.selction:", "did you mean benchmark.protocol.selection"],
+            prepare=typo_benchmark_file),
+    RunCase("bool-not-a-bool", ["run.force=maybe"], ["run.force", "'maybe' is not a valid bool"]),
     RunCase("override-syntax", ["method.beta"], ["method.beta", "missing EQUAL"]),
     RunCase("loss-transform", ["method.loss_transform=sqrt"], ["sqrt", "identity"]),
     RunCase("beta-text", ["method.beta=abc"], ["method.beta", "number in [0, 1)", "'abc'"]),

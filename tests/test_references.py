@@ -25,7 +25,7 @@ def test_igb_reference_gives_igb_delta_m():
     from omegaconf import OmegaConf
 
     cfg = compose(["benchmark=nyuv2_segnet",
-                   "benchmark.protocol.reference_m=${benchmark.protocol.reference_igb}"])
+                   "benchmark.protocol.reference_m=${benchmark.protocol.references.igb}"])
     ref = OmegaConf.to_container(cfg.benchmark.protocol.reference_m.metrics, resolve=True)
     assert "IGB4MTL" in cfg.benchmark.protocol.reference_m.source
     tasks = spec("nyuv2_segnet").tasks
