@@ -80,8 +80,7 @@ class Trainer:
     log_every_steps: Any = MISSING
     checkpoint_every: Any = MISSING
     deterministic: bool = MISSING
-    kill_after_epoch: Any = MISSING
-    signal_after_steps: Any = MISSING
+    callbacks: Any = MISSING                     # list of {_target_: ..., ...} (mtl/callbacks.py)
     precision: Any = MISSING
     channels_last: bool = MISSING
 
