@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import Batch, Data, InMemoryDataset
 
 from mtl.errors import DatasetDamaged, DatasetNotFound, InvalidValue, brief
 
@@ -777,3 +777,66 @@ class PrecomputedGraphs(InMemoryDataset):
         self.data = Data(**fields, edge_index=store["edge_index"].long(), edge_attr=edge_attr)
         self.slices = {**slices, "edge_index": edge_slice, "edge_attr": edge_slice.clone()}
         self.build_seconds = store.get("build_seconds")
+
+    def batch(self, ids) -> Batch:
+        """The PyG Batch of the molecules at storage positions `ids`, equal to
+        `Batch.from_data_list([self[i] for i in ids])` (tested: values, slices, increments) but gathered
+        with a few vectorised index operations per field instead of one Data object per molecule."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        nodes = self.slices["pos"]
+        num_nodes = nodes[ids + 1] - nodes[ids]
+        node_inc = torch.cumsum(num_nodes, 0) - num_nodes
+        out, slice_dict, inc_dict = {}, {}, {}
+        for key, value in self._data.to_dict().items():
+            bounds = self.slices[key]
+            start, count = bounds[ids], bounds[ids + 1] - bounds[ids]
+            slice_dict[key] = torch.cat([count.new_zeros(1), torch.cumsum(count, 0)])
+            if isinstance(value, list):  # graph-level strings (name, smiles): one per molecule
+                out[key], inc_dict[key] = [value[i] for i in start.tolist()], None
+                continue
+            at = torch.arange(int(count.sum())) + torch.repeat_interleave(start - slice_dict[key][:-1], count)
+            if key == "edge_index":
+                out[key] = value[:, at] + torch.repeat_interleave(node_inc, count)
+                inc_dict[key] = node_inc
+            else:  # every other field of the storage is concatenated along dim 0 without increment
+                out[key], inc_dict[key] = value[at], torch.zeros(len(ids), dtype=torch.long)
+        b = Batch(_base_cls=Data)
+        for key, value in out.items():
+            b[key] = value
+        b.batch = torch.repeat_interleave(torch.arange(len(ids)), num_nodes)
+        b.ptr = torch.cat([num_nodes.new_zeros(1), torch.cumsum(num_nodes, 0)])
+        b._slice_dict, b._inc_dict, b._num_graphs = slice_dict, inc_dict, len(ids)
+        return b
+
+
+class GraphBatches(torch.utils.data.Dataset):
+    """Molecules `positions` of a `PrecomputedGraphs`: item i is one molecule (a Data), a list of
+    item numbers is their Batch in one gather (what `batch_loader`'s sampler asks for)."""
+
+    def __init__(self, graphs: PrecomputedGraphs, positions):
+        self.graphs, self.positions = graphs, torch.as_tensor(positions, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i):
+        if isinstance(i, (list, tuple, torch.Tensor)):
+            return self.graphs.batch(self.positions[torch.as_tensor(i, dtype=torch.long)])
+        return self.graphs[int(self.positions[i])]
+
+
+def _as_is(batch):
+    return batch
+
+
+def batch_loader(graphs: PrecomputedGraphs, positions, batch_size: int, shuffle: bool = False,
+                 generator: torch.Generator | None = None, **kw) -> torch.utils.data.DataLoader:
+    """A DataLoader of Batches of `positions`, each gathered at once (`PrecomputedGraphs.batch`).
+    Its sampler is built as torch builds it for `shuffle=True` (RandomSampler on the loader's
+    generator, then batches of `batch_size`), so it yields the molecules in the same batches as
+    torch_geometric's DataLoader with the same generator state. kw: num_workers, pin_memory, ..."""
+    data = GraphBatches(graphs, positions)
+    order = (torch.utils.data.RandomSampler(data, generator=generator) if shuffle
+             else torch.utils.data.SequentialSampler(data))
+    return torch.utils.data.DataLoader(data, sampler=torch.utils.data.BatchSampler(order, batch_size, False),
+                                       batch_size=None, collate_fn=_as_is, generator=generator, **kw)

@@ -56,6 +56,28 @@ def test_bitwise_equal_to_the_transform_on_a_fixture_file(fixture_file, graph):
     assert_same_as_transform(Q.QM9File(fixture_file), graph)
 
 
+@pytest.mark.parametrize("graph", ["complete", "bonds"])
+def test_gathered_batch_equals_pyg_collation(source, graph):
+    """`PrecomputedGraphs.batch` (the precompute loaders' one-gather batches) gives exactly PyG's
+    Batch.from_data_list: every field, the batch/ptr vectors, slices, increments, to_data_list."""
+    from torch_geometric.data import Batch
+
+    pre = Q.PrecomputedGraphs(source, graph, progress=False)
+    ids = torch.randperm(len(pre), generator=torch.Generator().manual_seed(0))[:77].tolist()
+    got, ref = pre.batch(ids), Batch.from_data_list([pre[i] for i in ids])
+    assert type(got) is type(ref) and set(got.keys()) == set(ref.keys()) and got.num_graphs == ref.num_graphs == 77
+    for key in ref.keys():
+        if isinstance(ref[key], list):
+            assert got[key] == ref[key], key
+        else:
+            assert got[key].dtype == ref[key].dtype and torch.equal(got[key], ref[key]), key
+    for key in ref._slice_dict:
+        assert torch.equal(got._slice_dict[key], ref._slice_dict[key]), key
+        assert (got._inc_dict[key] is None and ref._inc_dict[key] is None) or torch.equal(
+            got._inc_dict[key], ref._inc_dict[key]), key
+    assert torch.equal(got.get_example(5).edge_attr, pre[ids[5]].edge_attr)
+
+
 def test_unknown_graph_and_duplicate_bonds(fixture_file):
     with pytest.raises(ValueError, match="graph='knn' unknown"):
         B.build(data_file=str(fixture_file), graph="knn", progress=False)
@@ -73,10 +95,12 @@ def test_batches_and_model_outputs_equal_with_and_without_precompute(source):
                   progress=False)
     on, off = B.build(precompute=True, **common), B.build(precompute=False, **common)
     assert isinstance(on.dataset, Q.PrecomputedGraphs) and off.dataset.transform is not None
+    assert [len(on.loaders[s]) for s in on.loaders] == [len(off.loaders[s]) for s in off.loaders] == [2, 1, 1]
     off.model.load_state_dict(on.model.state_dict())
     for a, b in zip(on.train_batches(1, 3), off.train_batches(1, 3)):
-        for key in ("x", "edge_index", "edge_attr", "pos", "y", "batch", "ptr"):
-            assert torch.equal(a[key], b[key]), key
+        assert a.name == b.name and a.num_graphs == b.num_graphs == 32
+        for key in ("x", "z", "edge_index", "edge_attr", "pos", "y", "idx", "batch", "ptr"):
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
         with torch.no_grad():
             out_a, _ = on.model(a)
             out_b, _ = off.model(b)

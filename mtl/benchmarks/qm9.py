@@ -31,7 +31,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import Compose, Distance
 from torch_geometric.utils import remove_self_loops
 
-from datasets.qm9 import GRAPHS, NUM_MOLECULES, QM9, TARGETS, PrecomputedGraphs, QM9File
+from datasets.qm9 import GRAPHS, NUM_MOLECULES, QM9, TARGETS, PrecomputedGraphs, QM9File, batch_loader
 from models.mpnn import mpnn_hps
 from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices, to_device
 from mtl.errors import DatasetNotFound
@@ -162,12 +162,14 @@ class QM9Benchmark(Benchmark):
         # epoch e would shuffle differently (tested). Starting the workers again each epoch costs a
         # fork per worker (measured in mtl/bench/loader.py), small against an epoch of steps.
         common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available())
-        self.loaders = {
-            "train": DataLoader(self.dataset[parts["train"]], batch_size=batch_size, shuffle=True,
-                                generator=torch.Generator(), **common),
-            "val": DataLoader(self.dataset[parts["val"]], batch_size=ebs, **common),
-            "test": DataLoader(self.dataset[parts["test"]], batch_size=ebs, **common),
-        }
+        if precompute:  # each batch gathered from the storage at once (same batches as below, tested)
+            def loader(split, size, **kw):
+                return batch_loader(self.dataset, parts[split], size, **kw, **common)
+        else:  # per molecule: slice, transform, then collate
+            def loader(split, size, **kw):
+                return DataLoader(self.dataset[parts[split]], batch_size=size, **kw, **common)
+        self.loaders = {"train": loader("train", batch_size, shuffle=True, generator=torch.Generator()),
+                        "val": loader("val", ebs), "test": loader("test", ebs)}
 
     def normalized_targets(self, batch) -> torch.Tensor:
         y = batch.y[:, self.targets]
