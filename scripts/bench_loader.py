@@ -1,6 +1,6 @@
 """QM9 input pipeline against the model: loader batches/s vs EW training steps/s (CPU).
 
-    python scripts/bench_loader.py --batches 12 --workers 0 2 --out results/bench/loader_qm9_<machine>.csv
+    python scripts/bench_loader.py --epochs 3 --steps 6 --workers 0 2 --out results/bench/loader_qm9_<machine>.csv
 
 The measurement is `mtl.bench.loader.run` (see its docstring); this script parses the options and
 writes the CSV.
@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=5000, help="molecules built (the first ones)")
-    ap.add_argument("--batches", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=3, help="loader passes over the training molecules")
+    ap.add_argument("--steps", type=int, default=6, help="timed model steps (after one warm-up step)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--precompute", choices=["true", "false"], nargs="+", default=["true", "false"])
@@ -30,11 +31,11 @@ def main(argv=None):
 
     from mtl.bench.loader import run
 
-    df = run(limit=args.limit, batch_size=args.batch_size, batches=args.batches, workers=args.workers,
+    df = run(limit=args.limit, batch_size=args.batch_size, epochs=args.epochs, steps=args.steps, workers=args.workers,
              precompute=[p == "true" for p in args.precompute], graph=args.graph, threads=args.threads,
              root=args.root)
     df.to_csv(args.out, index=False)
-    print(df[["what", "precompute", "workers", "per_s", "ratio", "first_batch_s", "load_1min"]].to_string(index=False))
+    print(df[["what", "precompute", "workers", "batches", "per_s", "ratio", "first_batch_s", "load_1min"]].to_string(index=False))
     print(f"wrote {args.out}")
 
 

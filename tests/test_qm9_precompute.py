@@ -185,8 +185,9 @@ def test_kill_and_resume_with_workers_equals_uninterrupted(fixture_file, tmp_pat
 def test_loader_benchmark_module(fixture_file):
     from mtl.bench import loader
 
-    df = loader.run(batch_size=8, batches=3, workers=(0, 1), precompute=(True, False), threads=1,
+    df = loader.run(batch_size=32, epochs=2, steps=2, workers=(0, 1), precompute=(True, False), threads=1,
                     data_file=str(fixture_file), log=lambda *_: None)
     assert len(df) == 5 and list(df["what"]).count("loader") == 4
+    assert df["batches"].tolist() == [2 * 6] * 4 + [2]  # 2 epochs of the fixture's 166 train molecules, 6 batches each
     assert (df["per_s"] > 0).all() and df.loc[df["what"] != "loader", "ratio"].tolist() == [1.0]
     assert {"ratio", "first_batch_s", "load_1min", "machine", "graph", "batch_size"} <= set(df.columns)
