@@ -188,6 +188,16 @@ def test_loader_benchmark_module(fixture_file):
     df = loader.run(batch_size=32, epochs=2, steps=2, workers=(0, 1), precompute=(True, False), threads=1,
                     data_file=str(fixture_file), log=lambda *_: None)
     assert len(df) == 5 and list(df["what"]).count("loader") == 4
-    assert df["batches"].tolist() == [2 * 6] * 4 + [2]  # 2 epochs of the fixture's 166 train molecules, 6 batches each
+    assert df["batches_per_epoch"].tolist()[:4] == [6] * 4  # the fixture's 166 train molecules in batches of 32
+    loaders = df[df["what"] == "loader"]
+    assert (loaders["per_s_min"] <= loaders["per_s"]).all() and (loaders["per_s"] <= loaders["per_s_max"]).all()
     assert (df["per_s"] > 0).all() and df.loc[df["what"] != "loader", "ratio"].tolist() == [1.0]
     assert {"ratio", "first_batch_s", "load_1min", "machine", "graph", "batch_size"} <= set(df.columns)
+
+
+def test_loader_benchmark_assembly_rows(source):
+    from mtl.bench import loader
+
+    df = loader.assembly(batches=8, batch_size=16, root=source.root, limit=LIMIT)
+    assert df["precompute"].tolist() == [True, False] and (df["per_s"] > 0).all()
+    assert f"{LIMIT} molecules" in df["what"].iloc[0]
