@@ -140,12 +140,12 @@ def run(limit: int = 5000, batch_size: int = 128, epochs: int = 5, steps: int = 
     log(f"model: {rate:.3f} EW steps/s over {len(batches) - 1} steps ({threads} threads); load average "
         f"{min(loads):.2f}-{max(loads + [load]):.2f}")
     df = pd.DataFrame(rows)
+    df["train_molecules"] = len(bench.split_positions["train"])  # of the loader and model rows
     if assembly_batches:
         df = pd.concat([df, assembly(assembly_batches, batch_size, graph, root)], ignore_index=True)
         log(df.iloc[-2:][["what", "precompute", "per_s"]].to_string(index=False))
     df["ratio"] = df["per_s"] / rate
     df["graph"], df["batch_size"] = graph, batch_size
-    df["train_molecules"] = len(bench.split_positions["train"])
     df["machine"] = machine(threads)
     df["date"] = dt.datetime.now().isoformat(timespec="seconds")
     return df.round({"per_s": 3, "per_s_min": 3, "per_s_max": 3, "first_batch_s": 3, "ratio": 2, "load_1min": 2})
