@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import statistics
 import sys
 import time
@@ -47,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.base import HPS  # noqa: E402
 from mtl import methods  # noqa: E402
+from mtl.bench import machine  # noqa: E402,F401  (the scripts' machine description)
 from mtl.benchmark import stack_task_losses, task_indices, to_device  # noqa: E402
 from mtl.methods.base import GradientMethod  # noqa: E402
 from mtl.precision import autocast, steps  # noqa: E402
@@ -278,20 +278,6 @@ class Runner:
         with SyncCounter(self.device) as counter:
             self._step()
         return counter
-
-
-def machine(threads: int | None, device: str = "cpu") -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f" | {torch.cuda.get_device_name(torch.device(device))}" if torch.device(device).type == "cuda" else ""
-    return (f"{platform.system()} {platform.machine()} | {cpu} | threads={threads or torch.get_num_threads()}"
-            f"{gpu} | torch {torch.__version__}")
 
 
 def run(workload: Workload, names: list[str], reps: int = 10, warmup: int = 2, engine: str = "loop",

@@ -320,6 +320,14 @@ def qm9_cache(tmp, damage):
     Q.QM9(root=tmp / "qm9", limit=20, progress=False)
 
 
+def qm9_graphs_cache_truncated(tmp):
+    import datasets.qm9 as Q
+
+    pre = Q.PrecomputedGraphs(Q.QM9(root=tmp / "qm9", limit=20, progress=False), "complete", progress=False)
+    pre.path.write_bytes(pre.path.read_bytes()[:999])
+    Q.PrecomputedGraphs(Q.QM9(root=tmp / "qm9", limit=20, progress=False), "complete", progress=False)
+
+
 def qm9_root_is_a_file(tmp):
     import datasets.qm9 as Q
 
@@ -407,6 +415,8 @@ API_CASES = [
             DatasetDamaged, "make data-qm9"),
     ApiCase("qm9-cache-info-damaged", lambda tmp: qm9_cache(tmp, lambda pt, info: info.write_text("{")),
             DatasetDamaged, "delete both files"),
+    ApiCase("qm9-graphs-cache-truncated", qm9_graphs_cache_truncated, DatasetDamaged,
+            "delete it (rm "),
     ApiCase("qm9-root-is-a-file", qm9_root_is_a_file, InvalidValue, "is a file, but QM9 needs a folder"),
 ]
 

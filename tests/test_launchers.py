@@ -39,7 +39,7 @@ def test_submitit_local_multirun(tmp_path):
     assert list((tmp_path / "multirun" / ".submitit").iterdir())  # jobs went through submitit
 
 
-@pytest.mark.parametrize("bench,cpus", [("nyuv2", 3), ("qm9", 1)])
+@pytest.mark.parametrize("bench,cpus", [("nyuv2", 3), ("qm9", 3)])
 @pytest.mark.parametrize("launcher,key", [("slurm", "cpus_per_task"), ("gpus", "cpus_per_job"),
                                           ("submitit_local", "cpus_per_task")])
 def test_launchers_reserve_the_loader_workers_cpus(bench, cpus, launcher, key):

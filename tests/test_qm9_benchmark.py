@@ -65,7 +65,7 @@ def test_benchmark_structure(bench):
 
 
 def test_transform_complete_distance(bench):
-    raw = bench.dataset.get(int(bench.split_positions["train"][0]))
+    raw = bench.source.get(int(bench.split_positions["train"][0]))
     d = bench.dataset[int(bench.split_positions["train"][0])]
     n = d.num_nodes
     assert d.edge_index.shape == (2, n * (n - 1)) and d.edge_attr.shape == (n * (n - 1), 5)
@@ -79,7 +79,7 @@ def test_transform_complete_distance(bench):
 
 def test_transform_bonds_distance(bench):
     """graph=bonds (CPU demo): the molecule's own bond edges with their 4-d one-hot, plus the distance."""
-    raw = bench.dataset.get(int(bench.split_positions["train"][0]))
+    raw = bench.source.get(int(bench.split_positions["train"][0]))
     d = B.reference_transform("bonds")(raw.clone())
     assert torch.equal(d.edge_index, raw.edge_index) and d.edge_attr.shape == (raw.edge_index.shape[1], 5)
     assert torch.equal(d.edge_attr[:, :4], raw.edge_attr)

@@ -55,5 +55,8 @@ def test_workflows_build_the_cache_before_jobs_start(tmp_path):
     groups = [Group(["benchmark=qm9_small"], {"method": ["ew", "uw"]}), Group(["benchmark=qm9_small", "seed=1"])]
     prepare_data(groups, [f"benchmark.build.root={tmp_path}", "benchmark.build.limit=200",
                           "benchmark.build.progress=false"])
-    assert len(list((tmp_path / "processed").glob("qm9pack_*.pt"))) == 1
+    processed = tmp_path / "processed"
+    # the cache and qm9_small's precomputed graphs (graph=bonds), nothing else
+    assert len(list(processed.glob("qm9pack_*.json"))) == 1 and len(list(processed.glob("qm9pack_*.pt"))) == 2
+    assert len(list(processed.glob("qm9pack_*_bonds_*.pt"))) == 1
     prepare_data([Group(["benchmark=synthetic"])])  # no shared cache: nothing to do

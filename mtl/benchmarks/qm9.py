@@ -1,10 +1,12 @@
 """`qm9`: 11 molecular property regressions on QM9 with the MPNN of nash-mtl / LibMTL.
 
 Data: `datasets.qm9.QM9` (PyG's QM9 rebuilt offline from qm9pack, same molecules and order).
-Each item gets the references' on-the-fly transforms: `Complete` (fully connected graph without
-self loops; bonded pairs keep their 4-d bond one-hot, others zeros) + `Distance(norm=False)`
-(appends the distance in Å), so edges carry 5 features. `graph="bonds"` (CPU demo only) skips
-`Complete`: edges are the chemical bonds, with the same 5 features.
+Each item is the references' `Complete` (fully connected graph without self loops; bonded pairs
+keep their 4-d bond one-hot, others zeros) + `Distance(norm=False)` (appends the distance in Å), so
+edges carry 5 features. `graph="bonds"` (CPU demo only) skips `Complete`: edges are the chemical
+bonds, with the same 5 features. By default (`precompute=True`) these graphs are computed once and
+cached beside the data (`datasets.qm9.PrecomputedGraphs`, bit-identical to the transforms);
+`precompute=False` applies `reference_transform` per molecule per epoch, as the references do.
 
 Targets are z-scored with the mean/std over ALL loaded molecules (train, val and test): the
 quirk of both references (LibMTL z-scores `dataset.data.y`; nash-mtl's `train_dataset.data.y`
@@ -18,6 +20,8 @@ With `limit` (only the first `limit` molecules built), each molecule keeps the s
 the full protocol; `subset` then takes the first k of each split (CPU-sized variant).
 """
 from __future__ import annotations
+
+import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -27,9 +31,9 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import Compose, Distance
 from torch_geometric.utils import remove_self_loops
 
-from datasets.qm9 import NUM_MOLECULES, QM9, TARGETS, QM9File
+from datasets.qm9 import GRAPHS, NUM_MOLECULES, QM9, TARGETS, PrecomputedGraphs, QM9File, batch_loader
 from models.mpnn import mpnn_hps
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
+from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices, to_device
 from mtl.errors import DatasetNotFound
 
 # Default 11 targets (PyG indices) of nash-mtl and LibMTL, in output order.
@@ -60,9 +64,6 @@ class Complete:
 
     def __repr__(self) -> str:
         return "Complete()"
-
-
-GRAPHS = ("complete", "bonds")
 
 
 def reference_transform(graph: str = "complete"):
@@ -97,9 +98,12 @@ def split_indices(kind: str = "libmtl", n_test: int = 10_000, n_val: int = 10_00
 
 
 def prepare(root: str | None = None, features: str = "pyg", ghost_bonds: bool = True, limit: int | None = None,
-            progress: bool = True) -> Path:
-    """Build this benchmark's QM9 cache (if absent) before jobs start; returns its folder."""
+            progress: bool = True, graph: str = "complete", precompute: bool = True) -> Path:
+    """Build this benchmark's QM9 cache (and its precomputed graphs) if absent, before jobs start;
+    returns its folder."""
     ds = QM9(root=root, features=features, ghost_bonds=ghost_bonds, limit=limit, progress=progress)
+    if precompute:
+        PrecomputedGraphs(ds, graph, progress=progress)
     return Path(ds.processed_dir)
 
 
@@ -112,7 +116,7 @@ class QM9Benchmark(Benchmark):
                  limit: int | None = None, subset: dict | None = None, batch_size: int = 128,
                  eval_batch_size: int | None = None, features: str = "pyg", ghost_bonds: bool = True,
                  dim: int = 64, num_workers: int = 0, progress: bool = True, share_edge_weights: bool = True,
-                 graph: str = "complete",
+                 graph: str = "complete", precompute: bool = True,
                  data_file: str | None = None):
         targets, task_names = [int(t) for t in targets], list(task_names)
         if len(targets) != len(task_names):
@@ -121,11 +125,18 @@ class QM9Benchmark(Benchmark):
         if bad:
             raise ValueError(f"qm9: target indices {bad} outside 0..{len(TARGETS) - 1}")
         self.targets = targets
+        transform = reference_transform(graph)  # also rejects an unknown graph before any build
         if data_file is not None:  # a QM9-format fixture file (datasets.qm9.write_fixture): no qm9pack
-            self.dataset = QM9File(data_file, transform=reference_transform(graph))
+            self.source = QM9File(data_file)
         else:
-            self.dataset = QM9(root=root, transform=reference_transform(graph), features=features,
-                               ghost_bonds=ghost_bonds, limit=limit, progress=progress)
+            self.source = QM9(root=root, features=features, ghost_bonds=ghost_bonds, limit=limit, progress=progress)
+        # self.source: the stored molecules (bond graphs, 4-d edge features); self.dataset: the model's
+        # input graphs, precomputed once or transformed per item on every access
+        if precompute:
+            self.dataset = PrecomputedGraphs(self.source, graph, progress=progress)
+        else:
+            self.dataset = copy.copy(self.source)  # shares the storage; only the transform differs
+            self.dataset.transform, self.dataset._data_list = transform, None
         y = self.dataset._data.y[:, targets]
         # Reference quirk: statistics over every loaded molecule (float32, unbiased std, as torch).
         self.target_mean, self.target_std = y.mean(0), y.std(0)
@@ -144,16 +155,21 @@ class QM9Benchmark(Benchmark):
         # values, ~2.3x faster); false calls NNConv in each round as the references do
         self.model = mpnn_hps(task_names, dim=dim, share_edge_weights=bool(share_edge_weights))
         ebs = eval_batch_size or batch_size
-        # pinned host memory lets the copies to a GPU run asynchronously. Workers are NOT persistent:
-        # a reused worker iterator draws its shuffle seed from the per-(seed, epoch) generator in a
-        # different order than a fresh one, so a resumed run would see other batches (tested)
+        # pinned host memory lets the copies to a GPU run asynchronously (to_device copies non-blocking).
+        # Workers are NOT persistent: a fresh iterator draws the workers' base seed from the loader's
+        # generator before the sampler draws its permutation, a reused (persistent) one does not, so
+        # after train_batches reseeds the generator an uninterrupted run's epoch e and a resumed run's
+        # epoch e would shuffle differently (tested). Starting the workers again each epoch costs a
+        # fork per worker (measured in mtl/bench/loader.py), small against an epoch of steps.
         common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available())
-        self.loaders = {
-            "train": DataLoader(self.dataset[parts["train"]], batch_size=batch_size, shuffle=True,
-                                generator=torch.Generator(), **common),
-            "val": DataLoader(self.dataset[parts["val"]], batch_size=ebs, **common),
-            "test": DataLoader(self.dataset[parts["test"]], batch_size=ebs, **common),
-        }
+        if precompute:  # each batch gathered from the storage at once (same batches as below, tested)
+            def loader(split, size, **kw):
+                return batch_loader(self.dataset, parts[split], size, **kw, **common)
+        else:  # per molecule: slice, transform, then collate
+            def loader(split, size, **kw):
+                return DataLoader(self.dataset[parts[split]], batch_size=size, **kw, **common)
+        self.loaders = {"train": loader("train", batch_size, shuffle=True, generator=torch.Generator()),
+                        "val": loader("val", ebs), "test": loader("test", ebs)}
 
     def normalized_targets(self, batch) -> torch.Tensor:
         y = batch.y[:, self.targets]
@@ -183,7 +199,7 @@ class QM9Benchmark(Benchmark):
         total = torch.zeros(len(self.tasks), dtype=torch.float64, device=device)  # summed on the device
         n = 0
         for batch in self.loaders[split]:
-            batch = batch.to(device)
+            batch = to_device(batch, device)
             out, _ = model(batch)
             total += self.mae(self.predictions(out), self.normalized_targets(batch))
             n += batch.num_graphs
