@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
 import json
 import os
 import re
@@ -115,15 +114,10 @@ class _Killed(Exception):
 
 
 def _bench_step():
-    """scripts/bench_step.py as a module (scripts/ is not a package)."""
-    import sys
+    """The step benchmark behind scripts/bench_step.py."""
+    from mtl.bench import step
 
-    if "bench_step" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_step", REPO / "scripts" / "bench_step.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_step"] = mod  # dataclasses look their module up there
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_step"]
+    return step
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if _stateful(m)])

@@ -1,7 +1,5 @@
 """Speed tooling: host-sync counting, the step benchmark's reference rows, the QM9 fixture file."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def bench_step():
-    if "bench_step" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_step", REPO / "scripts" / "bench_step.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_step"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_step"]
+    """The step benchmark behind scripts/bench_step.py."""
+    from mtl.bench import step
+
+    return step
 
 
 def test_sync_counter_counts_host_reads_but_not_torch_internals():
