@@ -4,7 +4,6 @@ import io
 import urllib.error
 import zipfile
 from contextlib import redirect_stderr
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from datasets import download
 from datasets.fixtures import tiny_overrides
-from datasets.office import (DEFAULT_SPLITS_DIR, IMAGENET_MEAN, IMAGENET_STD, SPECS, image_relpath,
+from datasets.office import (IMAGENET_MEAN, IMAGENET_STD, SPECS, image_relpath,
                              list_path, load_office, read_split_list, write_fixture)
 from mtl import methods
 from mtl.benchmarks.office import Office, domain_seed, tasks as office_tasks
@@ -268,7 +268,9 @@ def test_evaluate_pools_accuracy_and_restores_mode(bench):
 ])
 def test_config_protocol(dataset, ref, monkeypatch):
     monkeypatch.setenv(f"{dataset.upper()}_ROOT", "/some/where")
-    cfg = OmegaConf.load(REPO / f"configs/benchmark/{dataset}.yaml")
+    from mtl.train import compose
+
+    cfg = compose([f"benchmark={dataset}"]).benchmark  # with the shared base/office.yaml
     assert cfg.build.root == "/some/where" and cfg.build.pretrained is True and cfg.build.batch_size == 64
     p = cfg.protocol
     assert (p.epochs, p.optimizer.lr, p.optimizer.weight_decay, p.scheduler, p.selection) == (

@@ -4,7 +4,6 @@ Expected numbers are hand-derived (PyG's float32 conversions, DeepChem's atomiza
 gdb_1/gdb_2, gdb_1's 4-decimal SDF coordinates) or PyG's documented structure; see the QM9 section
 of the README. Full-set checks live in tests/test_qm9_full.py (slow).
 """
-import importlib.util
 
 import numpy as np
 import pytest
@@ -108,7 +107,7 @@ def test_ghost_bond_gdb_1150(ds):
 
 
 def test_edges_sorted_symmetric_and_typed(ds):
-    data, sl = ds._data, ds.slices
+    data = ds._data
     assert float(data.edge_attr[:, 3].sum()) == 0.0  # no aromatic bonds (PyG's SDF has none)
     assert torch.equal(data.edge_attr.sum(1), torch.ones(data.edge_attr.shape[0]))
     assert float(data.x[:, 6:10].abs().sum()) == 0.0  # PyG never sets aromatic / hybridization

@@ -13,6 +13,7 @@ from datasets import qm9 as Q
 from datasets.fixtures import write_fixture
 from mtl.benchmarks import qm9 as B
 from mtl.errors import DatasetDamaged
+from mtl.testing import kill_after_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 2000
@@ -175,7 +176,7 @@ def test_kill_and_resume_with_workers_equals_uninterrupted(fixture_file, tmp_pat
               "trainer.progress=false"]
     full = run([*common, f"run.root={tmp_path / 'full'}"])
     killed = subprocess.run([sys.executable, "-m", "mtl.train", *common, f"run.root={tmp_path / 'resumed'}",
-                             "trainer.kill_after_epoch=0"], capture_output=True, text=True, cwd=ROOT)
+                             kill_after_epoch(0)], capture_output=True, text=True, cwd=ROOT)
     assert killed.returncode == -9, killed.stderr[-2000:]
     resumed = run([*common, f"run.root={tmp_path / 'resumed'}"])
     a, c = json.loads((full / "summary.json").read_text()), json.loads((resumed / "summary.json").read_text())

@@ -3,7 +3,6 @@ synthetic writes the CSV and box plot and a rerun skips finished points."""
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 from omegaconf import OmegaConf
 
 from mtl import sweeps as sweep

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from mtl.paper import METHODS, PAPER_DIR, TABLES, load_paper
-from mtl.tables import MISSING, benchmark_info, build_table, to_latex, to_markdown, write_tables
+from mtl.tables import benchmark_info, build_table, to_latex, to_markdown, write_tables
 
 
 def write_paper_runs(root, bench, skip=("stl",)):

@@ -65,7 +65,6 @@ class IGBv2(RawLossesMixin, LossWeighting):
         cur, prev = self.slot, (self.slot + 1) % 2
         step = self.step_count - 1  # IGB4MTL custom_step: steps taken before this one
         self.batch_loss[cur] = self.raw_losses.to(self.batch_loss)
-        info = {}
         if self.base_losses is not None:
             drop = (self.batch_loss[prev] - self.batch_loss[cur]) / self.base_losses.to(self.batch_loss)
             reward = drop.min() * self.reward_scale
