@@ -4,7 +4,7 @@ A synchronisation stalls the host until the device has caught up; a training ste
 lets the host queue the next step's kernels while the device works. Two counters, one interface:
 
 - Python level (every device): a `TorchFunctionMode` counts the calls that synchronise on a GPU:
-  `.item()`, `.tolist()`, `bool()`, `float()`, `int()`, `.cpu()`, `.numpy()`, when made from code
+  `.item()`, `.tolist()`, `bool()`, `float()`, `int()`, `.cpu()`, when made from code
   outside the torch package (torch's own CPU-side bookkeeping, e.g. Adam reading its step counter
   with `.item()`, keeps those tensors on the host even on a GPU and never synchronises). On the CPU
   this is the count of the calls that WOULD synchronise on a GPU.
@@ -31,8 +31,8 @@ _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 # Tensor methods that copy a value to the host (a synchronisation on an accelerator)
 _SYNC_METHODS = frozenset({
     torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
-    torch.Tensor.__int__, torch.Tensor.cpu, torch.Tensor.numpy,
-})
+    torch.Tensor.__int__, torch.Tensor.cpu,
+})  # not .numpy(): it only accepts host tensors, whose copy (.cpu()) was already counted
 
 
 class _CountingMode(TorchFunctionMode):

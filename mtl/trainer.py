@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mtl
 from mtl import callbacks, methods, precision
+from mtl.methods.base import check_losses, loss_flags
 from mtl.benchmark import Benchmark, to_device
 from mtl.delta import delta_m, delta_p, delta_p_per_task
 from mtl.device import configure_determinism, describe, resolve_device
@@ -189,6 +190,7 @@ class Trainer:
         method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
         name = method_cfg.pop("name")
         method = methods.create(name, num_tasks=len(bench.tasks), engine=cfg.grad_engine, **method_cfg)
+        method.checks_loss_values = False  # the loop reads the loss flags itself (_check_losses)
         method.to(self.device)
         if method.rep_grad and not getattr(model, "supports_rep_grad", False):
             raise InvalidCombination(
@@ -356,7 +358,7 @@ class Trainer:
                         rows.append(bench.compute_losses(model, to_device(next(it), self.device))[0])
                     losses, rep = torch.stack(rows), None
             losses = losses.float()  # methods (log transforms, EMAs, solvers) see fp32 losses
-            self._check_finite(losses, epoch, global_step + steps - start)
+            self._check_losses(losses, epoch, global_step + steps - start)
             self.optimizer.zero_grad(set_to_none=False)
             size = bench.batch_size(batch)
             info = self.steps.backward(method, losses, shared, task_params, rep=rep, batch_size=size)
@@ -378,8 +380,13 @@ class Trainer:
         out["steps"] = steps
         return out, steps - start, True
 
-    def _check_finite(self, losses: torch.Tensor, epoch: int, step: int) -> None:
-        if bool(torch.isfinite(losses).all()):
+    def _check_losses(self, losses: torch.Tensor, epoch: int, step: int) -> None:
+        """Non-finite losses stop the run; a negative loss under a log-taking method is the method's
+        InvalidLoss. Both flags are read with one host sync."""
+        nonfinite, negative = loss_flags(self.method, losses).tolist()
+        if not nonfinite:
+            if negative:
+                check_losses(self.method, losses, force=True)  # raises InvalidLoss naming the task
             return
         rows = losses.detach().reshape(-1, losses.shape[-1])  # [batches_per_step, T]
         b, t = (~torch.isfinite(rows)).nonzero()[0].tolist()

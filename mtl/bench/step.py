@@ -47,7 +47,7 @@ from models.base import HPS
 from mtl import methods
 from mtl.bench import machine  # noqa: F401  (the scripts' machine description)
 from mtl.benchmark import stack_task_losses, task_indices, to_device
-from mtl.methods.base import GradientMethod
+from mtl.methods.base import GradientMethod, loss_flags
 from mtl.precision import autocast, steps
 from mtl.syncs import SyncCounter
 
@@ -169,6 +169,7 @@ class Runner:
             base, _, variant = name.partition("@")
             cfg = {**method_config(base), **(overrides or {})}
             self.method = methods.create(base, num_tasks=T, engine=engine, **cfg).to(self.device)
+            self.method.checks_loss_values = False  # as the trainer: the step reads loss_flags itself
             if variant == "jacobian":  # the generic [T, D] path (DB-MTL's implementation before streaming)
                 self.method._backward = partial(GradientMethod._backward, self.method)
             elif variant:
@@ -223,6 +224,9 @@ class Runner:
             losses, rep = torch.stack([l for l, _ in per_batch]), None
         else:
             losses, rep = per_batch[0]
+        nonfinite, negative = loss_flags(method, losses).tolist()  # the trainer's one read per step
+        if nonfinite or negative:
+            raise RuntimeError(f"{method.name}: invalid losses {losses.tolist()}")
         self.steps.backward(method, losses, self.model.shared_parameters(), self.model.task_parameters(), rep=rep)
         if self.steps.step(self.opt) and method.wants_post_step_losses:
             with torch.no_grad():

@@ -40,7 +40,22 @@ def transform_losses(losses: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"loss_transform {kind!r} unknown; choose one of {TRANSFORMS}")
 
 
-def check_losses(method: "Method", losses, *, values: bool = True) -> None:
+def _takes_log(method: "Method") -> bool:
+    """Whether the method (or a part of a combination) takes the logarithm of the losses."""
+    return method.loss_transform == "log" or method.logs_losses or any(_takes_log(p) for p in method.parts())
+
+
+def loss_flags(method: "Method", losses: torch.Tensor) -> torch.Tensor:
+    """[any loss non-finite, any loss negative although `method` takes its logarithm] as one bool
+    tensor on the losses' device, so a training loop reads both with one host sync per step (the
+    trainer does, then sets `method.checks_loss_values = False` and calls `check_losses` only to
+    name the offending loss)."""
+    d = losses.detach()
+    negative = (d < 0).any() if _takes_log(method) else torch.zeros((), dtype=torch.bool, device=d.device)
+    return torch.stack([~torch.isfinite(d).all(), negative])
+
+
+def check_losses(method: "Method", losses, *, values: bool = True, force: bool = False) -> None:
     """Raise `InvalidLoss` unless `losses` is a tensor of one loss per task ([batches_per_step, T]
     for multi-batch methods) that the method's logarithms are defined on. A negative loss under
     log(L + 1e-8) gives a NaN value but a finite gradient of the wrong sign (1 / (L + 1e-8) < 0),
@@ -54,9 +69,13 @@ def check_losses(method: "Method", losses, *, values: bool = True) -> None:
     if tuple(losses.shape) != expected:
         raise InvalidLoss(f"{method.name}.backward(losses)", f"losses must have shape {expected} "
                           f"({method.num_tasks} tasks), got {tuple(losses.shape)}", how)
-    takes_log = method.loss_transform == "log" or method.logs_losses
+    if method.parts():  # a combination: the part that takes the logarithm names itself and its fix
+        for part in method.parts():
+            check_losses(part, losses, values=values, force=force)
+        return
     has_values = losses.device.type != "meta"  # meta tensors (placement checks) carry no values
-    if values and takes_log and has_values and bool((losses.detach() < 0).any()):
+    if values and (method.checks_loss_values or force) and _takes_log(method) and has_values \
+            and bool((losses.detach() < 0).any()):
         rows = losses.detach().reshape(-1, method.num_tasks)
         b, t = (rows < 0).nonzero()[0].tolist()
         fix = ("make the task loss non-negative (e.g. add a constant) or use a method without a log"
@@ -132,6 +151,13 @@ class Method(nn.Module):
     min_tasks_reason: ClassVar[str] = ""
     # takes the log of the raw losses itself (STCH, FAMO, GLS's geometric mean), whatever loss_transform
     logs_losses: ClassVar[bool] = False
+    # Method.backward reads the loss signs itself (one host sync) unless its caller has checked them
+    # with `loss_flags` (the trainer does, in the read it makes anyway for non-finite losses)
+    checks_loss_values: bool = True
+
+    def parts(self) -> tuple["Method", ...]:
+        """The methods this one is made of (a combination's loss and gradient parts); none here."""
+        return ()
 
     def __init__(
         self,

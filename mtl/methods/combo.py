@@ -72,6 +72,18 @@ class Combined(Method):
         self.supports_rep_grad = self.grad_method.supports_rep_grad
         self.wants_post_step_losses = self.loss_method.wants_post_step_losses
 
+    def parts(self):
+        return (self.loss_method, self.grad_method)
+
+    @property
+    def checks_loss_values(self) -> bool:
+        return self.loss_method.checks_loss_values
+
+    @checks_loss_values.setter
+    def checks_loss_values(self, value: bool) -> None:
+        if hasattr(self, "grad_method"):  # the parts check what the combination's caller did not
+            self.loss_method.checks_loss_values = self.grad_method.checks_loss_values = bool(value)
+
     def _backward(self, losses, shared_params, task_params, rep):
         terms, w = loss_terms(self.loss_method, losses, self.last_batch_size)
         own = [p for p in self.loss_method.trainable_parameters() if p.requires_grad]
