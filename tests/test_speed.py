@@ -124,31 +124,38 @@ def test_qm9_fixture_file_runs_without_qm9pack(tmp_path, train, monkeypatch):
 
 
 def test_db_mtl_streamed_loop_equals_the_jacobian_path():
-    """DB-MTL's loop path (gradients folded into the EMA per task, no [T, D] copy) gives the same
-    buffer, update, head gradients and diagnostics as the generic [T, D] path (batched engine)."""
+    """DB-MTL's loop path (each gradient folded into the EMA by a post-accumulate hook, no [T, D]
+    copy) gives the same buffer, update, head gradients and diagnostics as the generic [T, D] path
+    (batched engine): with .grad None, zero or holding a gradient to accumulate onto, and with a
+    shared parameter that only one task's loss reaches."""
     from mtl import methods
 
     def make():
         torch.manual_seed(0)
         enc = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8))
         heads = torch.nn.ModuleList(torch.nn.Linear(8, 1) for _ in range(3))
-        return enc, heads
+        gate = torch.nn.Parameter(torch.tensor([1.5]))  # shared, reached by task 0 only
+        return enc, heads, gate
 
     runs = {}
     for engine in ("loop", "batched"):
-        enc, heads = make()
+        enc, heads, gate = make()
+        shared = [*enc.parameters(), gate]
         m = methods.create("db_mtl", num_tasks=3, engine=engine, beta_sigma=0.5)
         gen = torch.Generator().manual_seed(1)
-        for _ in range(3):
+        for step in range(4):
             x, y = torch.randn(6, 5, generator=gen), torch.randn(6, 3, generator=gen)
-            for p in [*enc.parameters(), *heads.parameters()]:
-                p.grad = None if _ == 0 else torch.zeros_like(p)  # both .grad conventions
+            for p in [*shared, *heads.parameters()]:  # the .grad conventions: None, zeros, a gradient
+                p.grad = (None, torch.zeros_like(p), torch.ones_like(p), torch.zeros_like(p))[step]
             h = enc(x)
-            losses = torch.stack([((heads[t](h).squeeze(-1) - y[:, t]) ** 2).mean() * 10.0 ** t for t in range(3)])
-            info = m.backward(losses, list(enc.parameters()), list(heads.parameters()))
-        runs[engine] = (m, [p.grad.clone() for p in [*enc.parameters(), *heads.parameters()]], info)
+            preds = [heads[t](h).squeeze(-1) * (gate if t == 0 else 1.0) for t in range(3)]
+            losses = torch.stack([((preds[t] - y[:, t]) ** 2).mean() * 10.0 ** t for t in range(3)])
+            info = m.backward(losses, shared, list(heads.parameters()))
+        runs[engine] = (m, [p.grad.clone() for p in [*shared, *heads.parameters()]], info)
+        if engine == "loop":  # no hook is left behind on the parameters
+            assert not any(getattr(p, "_post_accumulate_grad_hooks", None) for p in shared)
     (a, ga, ia), (b, gb, ib) = runs["loop"], runs["batched"]
-    assert a.engine.backward_passes == 9 and a.db_step == b.db_step == 3
+    assert a.engine.backward_passes == 12 and a.db_step == b.db_step == 4
     torch.testing.assert_close(a.grad_buffer, b.grad_buffer)
     for x, y in zip(ga, gb):
         torch.testing.assert_close(x, y)

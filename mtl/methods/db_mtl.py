@@ -19,17 +19,19 @@ current per-sample representation gradients, followed by one backward through th
 magnitudes are momentum-averaged, not the direction, so it is not numerically DB-MTL; it costs
 about one encoder backward instead of T.
 
-Speed (loop engine, the default): each task's gradient is folded into its EMA row as soon as its
-backward pass returns (`torch._foreach_lerp_` on per-parameter views of the [T, D] buffer) and then
-freed, so no [T, D] copy of the gradients is ever made; the update is written into each `.grad` by
-one `addmv` per parameter. The batched engine and `grad_engine=auto`'s first step take the generic
+Speed (loop engine, the default): during each task's backward pass, a post-accumulate hook on every
+shared parameter folds that parameter's gradient into its row of the [T, D] EMA buffer (`lerp_` on a
+per-parameter view) and takes its norm the moment autograd has produced it, while it is still in
+cache, then frees it: no [T, D] copy of the gradients is made and at most one parameter's gradient
+is alive at a time. The update is written into each `.grad` by one `addmv` per parameter; what
+`.grad` held before the step is kept and added to, as `.backward()` does. The batched engine and `grad_engine=auto`'s first step take the generic
 path (the [T, D] Jacobian, then the same arithmetic).
 """
 from __future__ import annotations
 
 import torch
 
-from mtl.engine import accumulate_grads, flat_dim
+from mtl.engine import flat_dim
 from mtl.methods.base import Aggregate, GradientMethod
 from mtl.methods._hparams import Bool, Choice, Either, Real
 from mtl.methods.registry import register
@@ -108,32 +110,44 @@ class DBMTL(GradientMethod):
         return buf
 
     def _backward_streamed(self, losses, shared, task):
-        """Loop engine: T backward passes, each folded straight into its EMA row (see module doc)."""
+        """Loop engine: T backward passes; each parameter's gradient is folded into its EMA row by a
+        post-accumulate hook the moment autograd produces it (still in cache), then freed."""
         T = losses.shape[0]
-        params = [*shared, *task]
         sizes = [p.numel() for p in shared]
-        buf = None
+        buf = self._buffer_for((T, flat_dim(shared)), shared[0])
+        w = 1.0 - self._beta_k
+        rows = [torch.split(buf[t], sizes) for t in range(T)]  # contiguous per-parameter views
+        held = [p.grad for p in shared]  # what .grad held before: kept, the update adds to it
+        index = {id(p): i for i, p in enumerate(shared)}
+        for p in shared:
+            p.grad = None
+        cur = {"t": 0, "sq": [], "seen": set()}
+
+        def fold(p):
+            i = index[id(p)]
+            g = p.grad.reshape(-1)
+            rows[cur["t"]][i].lerp_(g, w)  # beta_k * buf + (1 - beta_k) * g
+            cur["sq"].append(torch.linalg.vector_norm(g))
+            cur["seen"].add(i)
+            p.grad = None
+
+        handles = [p.register_post_accumulate_grad_hook(fold) for p in shared]
         grad_norms = []
-        for t in range(T):
-            grads = torch.autograd.grad(losses[t], params, retain_graph=t < T - 1, allow_unused=True)
-            self.engine.backward_passes += 1
-            if buf is None:
-                ref = next((g for g in grads[:len(shared)] if g is not None), losses)
-                buf = self._buffer_for((T, flat_dim(shared)), ref)
-                beta_k = self._beta_k
-            rows = torch.split(buf[t], sizes)  # contiguous per-parameter views of row t
-            present = [(row, g.reshape(-1)) for row, g in zip(rows, grads[:len(shared)]) if g is not None]
-            for row, g in zip(rows, grads[:len(shared)]):
-                if g is None:  # a parameter this loss does not reach: its gradient is 0
-                    row.mul_(beta_k)
-            if present:
-                views, flat = [r for r, _ in present], [g for _, g in present]
-                torch._foreach_lerp_(views, flat, 1.0 - beta_k)  # beta_k * buf + (1 - beta_k) * g
-                grad_norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(flat))))
-            else:
-                grad_norms.append(buf.new_zeros(()))
-            accumulate_grads(task, grads[len(shared):])  # heads: plain gradient of their own loss
-            del grads, present
+        try:
+            for t in range(T):
+                cur.update(t=t, sq=[], seen=set())
+                torch.autograd.backward(losses[t], inputs=[*shared, *task], retain_graph=t < T - 1)
+                self.engine.backward_passes += 1
+                for i, row in enumerate(rows[t]):
+                    if i not in cur["seen"]:  # a parameter this loss does not reach: its gradient is 0
+                        row.mul_(1.0 - w)
+                sq = cur["sq"]
+                grad_norms.append(torch.linalg.vector_norm(torch.stack(sq)) if sq else buf.new_zeros(()))
+        finally:
+            for h in handles:
+                h.remove()
+            for p, g in zip(shared, held):
+                p.grad = g
         coeff, u, a_k = self._coefficients(buf)
         c = coeff.to(buf.dtype)
         offset = 0
