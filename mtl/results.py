@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import torch
 
-from mtl.errors import DamagedFile, RunLocked, StorageError
+from mtl.errors import DamagedFile, RunLocked, StorageError, brief
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -123,7 +123,7 @@ class RunDir:
             state = torch.load(p, map_location="cpu", weights_only=False)
         except Exception as err:  # noqa: BLE001 - torch raises many types for a torn or foreign file
             raise DamagedFile(
-                f"{p}: cannot be read as a checkpoint ({type(err).__name__}: {str(err)[:120]}); delete it "
+                f"{p}: cannot be read as a checkpoint ({brief(err, 120)}); delete it "
                 f"to restart this run from scratch, or pass run.force=true") from None
         if not isinstance(state, dict) or not {"model", "epoch", "history"} <= set(state):
             raise DamagedFile(f"{p}: not a checkpoint of this suite (keys missing); delete it to restart "

@@ -514,7 +514,9 @@ def truncate_checkpoint(root):
 
 
 def random_checkpoint(root):
-    (root / RUN_DIR / "checkpoint.pt").write_bytes(os.urandom(4096))
+    # random bytes; the first ones form a persistent-id opcode, on which torch.load fails with a
+    # two-line UnpicklingError: the message must still be one line
+    (root / RUN_DIR / "checkpoint.pt").write_bytes(b"P0\n" + np.random.default_rng(0).bytes(4093))
 
 
 def foreign_checkpoint(root):
