@@ -47,4 +47,4 @@ def test_a_repeated_spec_takes_milliseconds():
     spec("nyuv2")
     t0 = time.perf_counter()
     spec("nyuv2")
-    assert time.perf_counter() - t0 < 0.01
+    assert time.perf_counter() - t0 < 0.05  # a cached lookup: microseconds, with room for a busy machine
