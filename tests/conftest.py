@@ -1,6 +1,7 @@
 """Shared test fixtures: small thread count, a temporary results root, the runner."""
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -9,6 +10,16 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """tiny(bench) -> the benchmark's tiny overrides (datasets.fixtures.tiny_overrides), its fixture
+    written once per test session."""
+    from datasets.fixtures import tiny_overrides
+
+    root = tmp_path_factory.mktemp("tiny_data")
+    return functools.cache(lambda bench: tiny_overrides(bench, root))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from datasets import nyuv2
-from datasets.fixtures import tiny_overrides
 from models.base import HPS, count_parameters
 from models.cross_stitch import CrossStitch
 from models.deeplab import DeepLabHead
@@ -143,20 +142,6 @@ def test_dilated_deeplab_full_resolution_shapes():
 
 
 # ---- benchmarks through the runner ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Each benchmark's tiny overrides (datasets.fixtures.tiny_overrides), fixtures written once."""
-    root = tmp_path_factory.mktemp("dense")
-    cache = {}
-
-    def overrides(bench):
-        if bench not in cache:
-            cache[bench] = tiny_overrides(bench, root)
-        return cache[bench]
-
-    return overrides
-
-
 def fixture_overrides(bench, tiny, arch=None):
     out = [*tiny(bench), "trainer.epochs=1", "trainer.max_steps_per_epoch=2", "run.checkpoint=false"]
     if arch is not None:

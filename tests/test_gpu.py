@@ -82,24 +82,8 @@ def report(pytestconfig):
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Each benchmark's tiny overrides (datasets.fixtures.tiny_overrides), fixtures written once."""
-    from datasets.fixtures import tiny_overrides
-
-    root = tmp_path_factory.mktemp("gpu_data")
-    cache = {}
-
-    def tiny(bench):
-        if bench not in cache:
-            cache[bench] = tiny_overrides(bench, root)
-        return cache[bench]
-
-    return tiny
-
-
-def overrides(bench: str, data) -> list[str]:
-    return [*data(bench), f"device={DEVICE}", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
+def overrides(bench: str, tiny) -> list[str]:
+    return [*tiny(bench), f"device={DEVICE}", "trainer.epochs=1", "trainer.max_steps_per_epoch=2"]
 
 
 # ---- kill and resume on the device --------------------------------------------------------------
@@ -209,13 +193,13 @@ def test_nyuv2_full_size_step_time(precision, nyuv2_full):
 
 # ---- loop vs batched engine ---------------------------------------------------------------------
 @pytest.mark.parametrize("bench", ["synthetic", "qm9", "nyuv2"])
-def test_loop_and_batched_engines_agree_on_device(bench, data):
+def test_loop_and_batched_engines_agree_on_device(bench, tiny):
     from mtl.engine import GradientEngine
     from mtl.train import compose
     from mtl.trainer import build_benchmark
     from mtl.benchmark import to_device
 
-    cfg = compose([*overrides(bench, data), "logger=none"])
+    cfg = compose([*overrides(bench, tiny), "logger=none"])
     torch.manual_seed(0)
     b = build_benchmark(cfg)
     model = b.model.to(DEVICE).train()
@@ -257,12 +241,12 @@ def test_loop_and_batched_engines_agree_on_device(bench, data):
 # ---- every method, two steps, every benchmark ---------------------------------------------------
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("bench", BENCHMARKS)
-def test_two_steps_on_device(bench, method, data, train):
+def test_two_steps_on_device(bench, method, tiny, train):
     from mtl.errors import InvalidCombination
 
     t0 = time.perf_counter()
     try:
-        run_dir = train([*overrides(bench, data), f"method={method}", "run.checkpoint=false"])
+        run_dir = train([*overrides(bench, tiny), f"method={method}", "run.checkpoint=false"])
     except InvalidCombination as err:  # e.g. rep-grad methods on models without one representation
         record("two_steps", bench, method, metric="refused", value=str(err).split(";")[0][:80])
         return
