@@ -5,14 +5,7 @@
 
 The code (and the full description) is mtl/demo.py.
 """
-import sys
-from pathlib import Path
-
-PROJECT = Path(__file__).resolve().parents[1]
-if str(PROJECT) not in sys.path:  # `python scripts/demo.py` without an install
-    sys.path.insert(0, str(PROJECT))
-
-from mtl.demo import main  # noqa: E402
+from mtl.demo import main
 
 if __name__ == "__main__":
     main()
