@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtl.tables import benchmark_info, build_table, mean_ranks
+from mtl.benchmarks import spec
+from mtl.tables import build_table, mean_ranks
 from mtl.workflows import Group, execute, report_failures
 
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         rc = report_failures(execute([group], args.launcher, extra=args.overrides))
     tag = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("run.tag=")), "")
     name = f"{args.method}{tag}"
-    info = benchmark_info(args.bench)
+    info = spec(args.bench)
     df = build_table(args.bench, args.root, info=info, include_tags=bool(tag))
     rows, source = ranking(df, name, args.against, info.keys, info)
     pos = int(rows.index[rows["method"].str.endswith("<-- new")][0])

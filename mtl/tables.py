@@ -22,38 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtl.benchmark import TaskSpec
+from mtl.benchmarks import BenchmarkSpec, spec
 from mtl.delta import delta_m, delta_p, delta_p_per_task
 from mtl.paper import PaperRows, display_name, load_paper
 from mtl.runs import benchmarks_with_runs, metric_columns, metrics_of, read_runs
 
 MISSING = "—"
 Metrics = dict[str, dict[str, float]]
-
-
-@dataclass
-class BenchmarkInfo:
-    name: str
-    tasks: list[TaskSpec]
-    reference: Metrics
-    reference_m: Metrics
-    reference_source: str
-
-    @property
-    def keys(self) -> list[str]:
-        return [f"{t.name}/{m.name}" for t in self.tasks for m in t.metrics]
-
-    def higher_is_better(self, key: str) -> bool:
-        task, metric = key.split("/", 1)
-        return next(m.higher_is_better for t in self.tasks if t.name == task for m in t.metrics if m.name == metric)
-
-
-def benchmark_info(benchmark: str, overrides: list[str] | tuple[str, ...] = ()) -> BenchmarkInfo:
-    """Tasks, directions and STL reference from the benchmark registry (no data needed)."""
-    from mtl.benchmarks import spec
-
-    s = spec(benchmark, [o for o in overrides if not o.startswith("benchmark=")])
-    return BenchmarkInfo(s.name, list(s.tasks), s.reference, s.reference_m, s.reference_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,11 +88,11 @@ def _flat(metrics: Metrics, key: str) -> float:
     return float(metrics.get(task, {}).get(metric, math.nan))
 
 
-def _complete(metrics: Metrics, info: BenchmarkInfo) -> bool:
+def _complete(metrics: Metrics, info: BenchmarkSpec) -> bool:
     return all(not math.isnan(_flat(metrics, k)) for k in info.keys)
 
 
-def mean_ranks(values: pd.DataFrame, info: BenchmarkInfo) -> pd.Series:
+def mean_ranks(values: pd.DataFrame, info: BenchmarkSpec) -> pd.Series:
     """Mean over metrics of each row's rank (1 = best, ties averaged); NaN cells are not ranked."""
     ranks = pd.DataFrame(index=values.index)
     for key in info.keys:
@@ -128,10 +103,10 @@ def mean_ranks(values: pd.DataFrame, info: BenchmarkInfo) -> pd.Series:
 
 def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str | None = None,
                 reference: str = "config", include_tags: bool = False, only: list[str] | None = None,
-                info: BenchmarkInfo | None = None, paper: PaperRows | None | bool = True) -> pd.DataFrame:
+                info: BenchmarkSpec | None = None, paper: PaperRows | None | bool = True) -> pd.DataFrame:
     """One row per method (paper order first): ours (mean, std), paper value and difference per
     metric, Δp, Δm, MR; `status` is ok | missing (no runs) | partial (STL with tasks missing)."""
-    info = info or benchmark_info(benchmark)
+    info = info or spec(benchmark)
     runs = collect_runs(root, benchmark, [t.name for t in info.tasks], rule=rule, include_tags=include_tags,
                         only=only)
     paper_rows = load_paper(benchmark) if paper is True else (paper or None)

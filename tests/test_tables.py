@@ -9,7 +9,8 @@ import math
 import pytest
 
 from mtl.paper import METHODS, PAPER_DIR, TABLES, load_paper
-from mtl.tables import benchmark_info, build_table, to_latex, to_markdown, write_tables
+from mtl.benchmarks import spec
+from mtl.tables import build_table, to_latex, to_markdown, write_tables
 
 
 def write_paper_runs(root, bench, skip=("stl",)):
@@ -134,7 +135,7 @@ def test_stl_runs_merge_into_one_row_and_serve_as_reference(tmp_path):
 
 def test_mapping_matches_benchmark_configs():
     for bench, table in TABLES.items():
-        info = benchmark_info(bench)
+        info = spec(bench)
         mapped = {f"{t}/{m}" for t, m in table.columns.values()}
         assert mapped == set(info.keys), bench
         paper = load_paper(bench)
