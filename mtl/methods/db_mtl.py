@@ -115,39 +115,37 @@ class DBMTL(GradientMethod):
         T = losses.shape[0]
         sizes = [p.numel() for p in shared]
         buf = self._buffer_for((T, flat_dim(shared)), shared[0])
-        w = 1.0 - self._beta_k
+        beta_k = self._beta_k
         rows = [torch.split(buf[t], sizes) for t in range(T)]  # contiguous per-parameter views
         held = [p.grad for p in shared]  # what .grad held before: kept, the update adds to it
         index = {id(p): i for i, p in enumerate(shared)}
         for p in shared:
             p.grad = None
-        cur = {"t": 0, "sq": [], "seen": set()}
+        norms: list[dict[int, torch.Tensor]] = []  # per task so far: parameter index -> ||gradient||
 
-        def fold(p):
-            i = index[id(p)]
+        def fold(p):  # runs inside task t's backward pass, t = len(norms) - 1
+            t, i = len(norms) - 1, index[id(p)]
             g = p.grad.reshape(-1)
-            rows[cur["t"]][i].lerp_(g, w)  # beta_k * buf + (1 - beta_k) * g
-            cur["sq"].append(torch.linalg.vector_norm(g))
-            cur["seen"].add(i)
+            rows[t][i].lerp_(g, 1.0 - beta_k)  # beta_k * buf + (1 - beta_k) * g
+            norms[t][i] = torch.linalg.vector_norm(g)
             p.grad = None
 
         handles = [p.register_post_accumulate_grad_hook(fold) for p in shared]
-        grad_norms = []
         try:
             for t in range(T):
-                cur.update(t=t, sq=[], seen=set())
+                norms.append({})
                 torch.autograd.backward(losses[t], inputs=[*shared, *task], retain_graph=t < T - 1)
                 self.engine.backward_passes += 1
                 for i, row in enumerate(rows[t]):
-                    if i not in cur["seen"]:  # a parameter this loss does not reach: its gradient is 0
-                        row.mul_(1.0 - w)
-                sq = cur["sq"]
-                grad_norms.append(torch.linalg.vector_norm(torch.stack(sq)) if sq else buf.new_zeros(()))
+                    if i not in norms[t]:  # a parameter this loss does not reach: its gradient is 0
+                        row.mul_(beta_k)
         finally:
             for h in handles:
                 h.remove()
             for p, g in zip(shared, held):
                 p.grad = g
+        grad_norms = [torch.linalg.vector_norm(torch.stack(list(n.values()))) if n else buf.new_zeros(())
+                      for n in norms]
         coeff, u, a_k = self._coefficients(buf)
         c = coeff.to(buf.dtype)
         offset = 0
