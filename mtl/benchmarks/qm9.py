@@ -119,8 +119,7 @@ class QM9Benchmark(Benchmark):
                  graph: str = "complete", precompute: bool = True,
                  data_file: str | None = None):
         targets, task_names = [int(t) for t in targets], list(task_names)
-        if len(targets) != len(task_names):
-            raise ValueError(f"qm9: {len(targets)} targets but {len(task_names)} task names")
+        self.tasks = tasks(targets=targets, task_names=task_names)  # checks one name per target
         bad = [t for t in targets if not 0 <= t < len(TARGETS)]
         if bad:
             raise ValueError(f"qm9: target indices {bad} outside 0..{len(TARGETS) - 1}")
@@ -150,7 +149,6 @@ class QM9Benchmark(Benchmark):
                     raise ValueError(f"qm9: subset {s}={k} but only {len(parts[s])} {s} molecules within limit={limit}")
                 parts[s] = parts[s][:k]
         self.split_positions = parts
-        self.tasks = tasks(targets=targets, task_names=task_names)
         # share_edge_weights: run the edge network once per forward instead of once per round (same
         # values, ~2.3x faster); false calls NNConv in each round as the references do
         self.model = mpnn_hps(task_names, dim=dim, share_edge_weights=bool(share_edge_weights))
