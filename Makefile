@@ -14,7 +14,7 @@ METHOD ?= db_mtl
 SEEDS ?= 0,1,2
 LAUNCHER ?= local
 
-.PHONY: install test test-slow test-gpu demo train clean data-nyuv2 data-cityscapes data-office31 data-officehome data-qm9
+.PHONY: install test test-slow test-gpu demo train docs clean data-nyuv2 data-cityscapes data-office31 data-officehome data-qm9
 
 $(PY):
 	python3 -m venv .venv
@@ -40,6 +40,10 @@ test-gpu:
 
 demo: install
 	$(PY) scripts/demo.py
+
+# The documentation site (docs/ -> site/), built strictly: a broken link or reference fails
+docs: install
+	$(PY) -m mkdocs build --strict
 
 train: install
 	$(PY) -m mtl.train benchmark=$(BENCH) method=$(METHOD)

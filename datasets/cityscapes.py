@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets.dense import DenseDataset, DenseLayout, Modality, write_dense_fixture
+from mtl.datasets.dense import DenseDataset, DenseLayout, Modality, write_dense_fixture
 
 LAYOUT = DenseLayout(
     name="cityscapes",

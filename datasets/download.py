@@ -182,13 +182,13 @@ def _dense(name: str, sources: list[Source], module, args) -> None:
 
 @dataset("nyuv2", "NYUv2, MTAN pre-processing (795 train / 654 test, 288x384)", "data/nyuv2")
 def nyuv2(args) -> None:
-    from datasets import nyuv2 as module
+    from mtl.datasets import nyuv2 as module
     _dense("nyuv2", NYUV2_SOURCES, module, args)
 
 
 @dataset("cityscapes", "Cityscapes, MTAN 128x256 version (2975 train / 500 test)", "data/cityscapes")
 def cityscapes(args) -> None:
-    from datasets import cityscapes as module
+    from mtl.datasets import cityscapes as module
     _dense("cityscapes", CITYSCAPES_SOURCES, module, args)
 
 
@@ -241,7 +241,7 @@ def _office_extract(archive: Path, root: Path, domains: tuple[str, ...]) -> None
 
 
 def _office(name: str, args) -> None:
-    from datasets import office
+    from mtl.datasets import office
 
     title, page, archive_name = OFFICE_ARCHIVES[name]
     s = office.spec(name)
@@ -290,7 +290,7 @@ def officehome(args) -> None:
 
 @dataset("qm9", "QM9 (no download: the cache is built offline from the qm9pack package, ~1.5 min)", "data/qm9")
 def qm9(args) -> None:
-    from mtl.benchmarks.qm9 import prepare
+    from mtl.datasets.qm9 import prepare
 
     print(f"QM9 cache ready in {prepare(root=args.root)}")
 

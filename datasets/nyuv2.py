@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets.dense import DenseDataset, DenseLayout, Modality, write_dense_fixture
+from mtl.datasets.dense import DenseDataset, DenseLayout, Modality, write_dense_fixture
 
 LAYOUT = DenseLayout(
     name="nyuv2",

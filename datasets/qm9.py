@@ -31,6 +31,7 @@ import torch
 from torch_geometric.data import Batch, Data, InMemoryDataset
 
 from mtl.errors import DatasetDamaged, DatasetNotFound, InvalidValue, brief
+from mtl.paths import project_root
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,6 @@ BOND_SOURCES = ("template", "template+ghost", "determine_bond_orders", "all_sing
 
 
 # -- locating and checking the source ----------------------------------------------------------
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[1]
-
-
 def default_root() -> Path:
     """Cache dir: $QM9_ROOT if set, else <project>/data/qm9."""
     env = os.environ.get("QM9_ROOT")
@@ -615,7 +612,7 @@ class QM9File(InMemoryDataset):
         path = Path(path)
         if not path.is_file():
             raise DatasetNotFound(f"QM9 fixture file {path} does not exist; write one with "
-                                  f"datasets.qm9.write_fixture(<dir>)")
+                                  f"mtl.datasets.qm9.write_fixture(<dir>)")
         super().__init__(None, transform, log=False)
         self.load(str(path))
         self.limit = len(self)
@@ -843,3 +840,13 @@ def batch_loader(graphs: PrecomputedGraphs, positions, batch_size: int, shuffle:
              else torch.utils.data.SequentialSampler(data))
     return torch.utils.data.DataLoader(data, sampler=torch.utils.data.BatchSampler(order, batch_size, False),
                                        batch_size=None, collate_fn=_as_is, generator=generator, **kw)
+
+
+def prepare(root: str | None = None, features: str = "pyg", ghost_bonds: bool = True, limit: int | None = None,
+            progress: bool = True, graph: str = "complete", precompute: bool = True) -> Path:
+    """Build the QM9 cache (and its precomputed graphs) if absent, before jobs start;
+    returns its folder."""
+    ds = QM9(root=root, features=features, ghost_bonds=ghost_bonds, limit=limit, progress=progress)
+    if precompute:
+        PrecomputedGraphs(ds, graph, progress=progress)
+    return Path(ds.processed_dir)

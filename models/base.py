@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mtl.methods.base import Representation
+from mtl.engine import Representation
 
 
 class MultiTaskModel(nn.Module):

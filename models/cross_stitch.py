@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from models.base import MultiTaskModel
-from models.resnet import ResNetEncoder
+from mtl.models.base import MultiTaskModel
+from mtl.models.resnet import ResNetEncoder
 from mtl.errors import InvalidCombination
 
 

@@ -23,7 +23,7 @@ from torch import nn
 from torch_geometric.nn import NNConv, Set2Set
 from torch_geometric.utils import scatter
 
-from models.base import HPS
+from mtl.models.base import HPS
 
 
 class MPNNEncoder(nn.Module):

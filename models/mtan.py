@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from models.base import MultiTaskModel
-from models.resnet import ResNetEncoder
+from mtl.models.base import MultiTaskModel
+from mtl.models.resnet import ResNetEncoder
 from mtl.errors import InvalidCombination
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from models.base import MultiTaskModel
+from mtl.models.base import MultiTaskModel
 from mtl.errors import InvalidCombination, MTLError
 
 

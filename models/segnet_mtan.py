@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import MultiTaskModel
+from mtl.models.base import MultiTaskModel
 from mtl.errors import InvalidCombination
 
 FILTERS = (64, 128, 256, 512, 512)

@@ -18,12 +18,33 @@ import torch
 
 from mtl.errors import InvalidCombination
 
+
+@dataclass
+class Representation:
+    """The shared representation in rep-grad mode.
+
+    value: encoder output, still attached to the encoder's graph.
+    leaf: `value.detach().requires_grad_()`, the tensor the task heads consumed.
+    """
+
+    value: torch.Tensor
+    leaf: torch.Tensor
+
+    @staticmethod
+    def split(value: torch.Tensor) -> "Representation":
+        """Under bf16/fp16 autocast the encoder's output is cast to fp32 here: the heads get an fp32
+        leaf, so the per-task representation gradients the method combines are fp32 (and fp16 loss
+        scaling unscales them without underflow, see `mtl.run.precision.LossScaling`)."""
+        if value.dtype in (torch.float16, torch.bfloat16):
+            value = value.float()
+        return Representation(value, value.detach().requires_grad_())
+
 MODES = ("loop", "batched", "auto")
 
 
 class NonFiniteGradients(Exception):
     """A per-task gradient is inf/NaN under fp16 loss scaling: the step is skipped before the method
-    uses the gradients (control flow between the engine and `mtl.precision.LossScaling`)."""
+    uses the gradients (control flow between the engine and `mtl.run.precision.LossScaling`)."""
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Errors that stop a run with one clear message (no silent fallbacks)."""
+"""Errors that stop a run with one clear message (no silent fallbacks), and the exit statuses the
+command line gives them."""
+
+EXIT_USER_ERROR = 2  # a bad value, missing data, a locked or changed run dir: the message says the fix
+EXIT_PREEMPTED = 3   # stopped by a preemption signal after saving a checkpoint: run again to resume
 
 
 class MTLError(Exception):

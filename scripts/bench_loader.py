@@ -2,9 +2,9 @@
 
     python scripts/bench_loader.py --epochs 5 --steps 6 --workers 0 2 --out results/bench/loader_qm9_<machine>.csv
 
-The code (and the full description) is mtl/bench/loader.py.
+The code (and the full description) is mtl/perf/loader.py.
 """
-from mtl.bench.loader import main
+from mtl.perf.loader import main
 
 if __name__ == "__main__":
     main()

@@ -2,9 +2,9 @@
 
     python scripts/bench_runs.py --benchmark synthetic --epochs 5 --methods ew nash_mtl --repeats 2
 
-The code (and the full description) is mtl/bench/runs.py.
+The code (and the full description) is mtl/perf/run_timing.py.
 """
-from mtl.bench.runs import main
+from mtl.perf.run_timing import main
 
 if __name__ == "__main__":
     main()

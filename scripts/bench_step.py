@@ -2,9 +2,9 @@
 
     python scripts/bench_step.py --workload resnet18_office --methods ew db_mtl db_mtl_rep --reps 15
 
-The code (and the full description) is mtl/bench/step.py.
+The code (and the full description) is mtl/perf/step.py.
 """
-from mtl.bench.step import main
+from mtl.perf.step import main
 
 if __name__ == "__main__":
     main()

@@ -3,11 +3,11 @@
     python scripts/compare.py --method my_method --bench nyuv2 [--seeds 0,1,2] [--launcher slurm] [overrides ...]
     python scripts/compare.py --method db_mtl --bench qm9 --no-run     # rank existing runs only
 
-The code (and the full description) is mtl/compare.py.
+The code (and the full description) is mtl/campaigns/compare.py.
 """
 import sys
 
-from mtl.compare import main
+from mtl.campaigns.compare import main
 
 if __name__ == "__main__":
     sys.exit(main())

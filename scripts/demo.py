@@ -3,9 +3,9 @@
     python scripts/demo.py [--benchmark qm9_small] [--methods db_mtl uw ew rlw] [--seeds 0]
                            [--jobs N] [overrides ...]
 
-The code (and the full description) is mtl/demo.py.
+The code (and the full description) is mtl/campaigns/demo.py.
 """
-from mtl.demo import main
+from mtl.campaigns.demo import main
 
 if __name__ == "__main__":
     main()

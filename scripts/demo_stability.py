@@ -2,9 +2,9 @@
 
     python scripts/demo_stability.py [--benchmark qm9_small] [--methods ...] [--seeds 0 1] [--out results/demo]
 
-The code (and the full description) is mtl/demo_stability.py.
+The code (and the full description) is mtl/campaigns/demo_stability.py.
 """
-from mtl.demo_stability import main
+from mtl.campaigns.demo_stability import main
 
 if __name__ == "__main__":
     main()

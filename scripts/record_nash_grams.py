@@ -27,7 +27,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from mtl.methods.nash_mtl import NashMTL
-    from mtl.train import run
+    from mtl.run.entry import run
 
     records = {3: [], 6: []}
     original = NashMTL.solve_weights

@@ -6,11 +6,11 @@ plus STL (one run per task), then regenerate the table(s).
     python scripts/reproduce.py nyuv2 --dry-run      # print the Hydra multirun commands only
     python scripts/reproduce.py nyuv2 --tables-only  # just regenerate results/tables/nyuv2.*
 
-The code (and the full description) is mtl/reproduce.py.
+The code (and the full description) is mtl/campaigns/reproduce.py.
 """
 import sys
 
-from mtl.reproduce import main
+from mtl.campaigns.reproduce import main
 
 if __name__ == "__main__":
     sys.exit(main())

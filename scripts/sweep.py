@@ -4,11 +4,11 @@
     python scripts/sweep.py alpha --bench qm9 [--launcher submitit_local|slurm] [hydra overrides ...]
     python scripts/sweep.py beta --bench nyuv2 --no-run      # only collect finished runs
 
-The code (and the full description) is mtl/sweeps.py.
+The code (and the full description) is mtl/campaigns/sweeps.py.
 """
 import sys
 
-from mtl.sweeps import main
+from mtl.campaigns.sweeps import main
 
 if __name__ == "__main__":
     sys.exit(main())

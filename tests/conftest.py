@@ -14,9 +14,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
-    """tiny(bench) -> the benchmark's tiny overrides (datasets.fixtures.tiny_overrides), its fixture
+    """tiny(bench) -> the benchmark's tiny overrides (mtl.benchmarks.fixtures.tiny_overrides), its fixture
     written once per test session."""
-    from datasets.fixtures import tiny_overrides
+    from mtl.benchmarks.fixtures import tiny_overrides
 
     root = tmp_path_factory.mktemp("tiny_data")
     return functools.cache(lambda bench: tiny_overrides(bench, root))
@@ -30,7 +30,7 @@ def run_root(tmp_path):
 @pytest.fixture
 def train(run_root):
     """train(["benchmark=synthetic", ...]) -> run dir, with logging off and no progress bars."""
-    from mtl.train import run
+    from mtl.run.entry import run
 
     def _train(overrides):
         return run(["logger=none", "trainer.progress=false", "device=cpu", f"run.root={run_root}", *overrides])

@@ -8,7 +8,7 @@ from mtl.benchmarks import available, spec
 
 
 def test_available_lists_every_benchmark_config():
-    assert available() == sorted(p.stem for p in benchmarks.CONFIG_DIR.glob("*.yaml"))
+    assert available() == sorted(p.stem for p in benchmarks.BENCHMARK_CONFIGS.glob("*.yaml"))
     assert {"nyuv2", "cityscapes", "qm9", "office31", "officehome", "synthetic"} <= set(available())
 
 

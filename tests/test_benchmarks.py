@@ -1,7 +1,7 @@
 """Every registered benchmark (one YAML under configs/benchmark/), end to end on its tiny fixture:
 spec, config composition, fixture in the real on-disk format, build, two training steps through the
 trainer, evaluation and the summary. A new YAML is tested here without any edit; a new benchmark
-module needs its entry in datasets/fixtures.py TINY (the test says so)."""
+module needs its entry in mtl/benchmarks/fixtures.py TINY (the test says so)."""
 from __future__ import annotations
 
 import json
@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets import fixtures
+from mtl.benchmarks import fixtures as tiny_fixtures
+from mtl.datasets import fixtures
 from mtl.benchmarks import available, from_config, spec
 from mtl.errors import UnknownName
-from mtl.train import compose
-from mtl.trainer import build_benchmark
+from mtl.config.compose import compose
+from mtl.run.trainer import build_benchmark
 
 TWO_STEPS = ["trainer.epochs=1", "trainer.max_steps_per_epoch=2", "run.checkpoint=false", "method=ew"]
 
@@ -43,7 +44,7 @@ def test_spec_matches_the_configs_reference_block(name):
 def test_benchmark_on_its_tiny_fixture(name, tmp_path, train):
     s = spec(name)
     data = tmp_path / "data"
-    tiny = fixtures.tiny_overrides(name, data)  # fails for a module without an entry in TINY
+    tiny = tiny_fixtures.tiny_overrides(name, data)  # fails for a module without an entry in TINY
 
     # the fixture: every path the overrides name was written
     paths = [Path(o.split("=", 1)[1]) for o in tiny if o.split("=", 1)[1].startswith(str(data))]
@@ -69,15 +70,15 @@ def test_benchmark_on_its_tiny_fixture(name, tmp_path, train):
 
 
 def test_a_benchmark_module_without_fixture_is_told_to_add_one(monkeypatch, tmp_path):
-    monkeypatch.delitem(fixtures.TINY, "mtl.benchmarks.toy")
+    monkeypatch.delitem(tiny_fixtures.TINY, "mtl.benchmarks.toy")
     with pytest.raises(UnknownName, match=r"benchmark 'toy'.*mtl\.benchmarks\.toy has no tiny fixture.*"
-                                          r"add an entry to TINY in datasets/fixtures\.py"):
-        fixtures.tiny_overrides("toy", tmp_path)
+                                          r"add an entry to TINY in mtl/benchmarks/fixtures\.py"):
+        tiny_fixtures.tiny_overrides("toy", tmp_path)
 
 
 def test_every_data_format_has_a_registered_writer(tmp_path):
     """Each writer produces a data set its own loader reads."""
-    from datasets import cityscapes, nyuv2, office, qm9
+    from mtl.datasets import cityscapes, nyuv2, office, qm9
 
     assert {"nyuv2", "cityscapes", "qm9", "office31", "officehome"} <= set(fixtures.WRITERS)
     assert len(nyuv2.NYUv2(fixtures.write_fixture("nyuv2", tmp_path / "n", n_train=2, n_val=1), "val")) == 1

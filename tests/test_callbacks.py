@@ -1,4 +1,4 @@
-"""Callbacks around the training loop (mtl/callbacks.py): the order in which the trainer calls the
+"""Callbacks around the training loop (mtl/run/callbacks.py): the order in which the trainer calls the
 hooks, fresh, resumed after a crash, and stopped and resumed mid-epoch; how `trainer.callbacks`
 entries are checked before anything is written."""
 import json
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtl.errors import InvalidValue, Preempted
-from mtl.testing import callbacks, kill_after_epoch, recorder, signal_after_steps
+from mtl.run.testing import callbacks, kill_after_epoch, recorder, signal_after_steps
 from tests.test_campaign import SHORT, cli, run_dir
 
 STEPS = 4  # n_train=256 at batch size 64
@@ -39,7 +39,7 @@ def test_resumed_run_starts_at_the_epoch_after_the_checkpoint(tmp_path):
     common = [*SHORT, "trainer.epochs=3", f"run.root={tmp_path / 'runs'}"]
     killed, resumed = tmp_path / "killed.jsonl", tmp_path / "resumed.jsonl"
     # callbacks run in their listed order: the recorder sees epoch 0's end before the kill
-    entries = [f"mtl.testing.Recorder,path:'{killed}'", "mtl.testing.KillAfterEpoch,epoch:0"]
+    entries = [f"mtl.run.testing.Recorder,path:'{killed}'", "mtl.run.testing.KillAfterEpoch,epoch:0"]
     assert cli(*common, callbacks(*entries)).returncode == -9
     # SIGKILL right after epoch 0's hooks: nothing more runs, on_close included
     assert hooks(killed) == [{"hook": "on_fit_start", "epoch": 0, "global_step": 0}, *epoch_calls(0, 1)]
@@ -57,7 +57,7 @@ def test_preempted_mid_epoch_then_resumed_within_the_epoch(train, run_root, tmp_
     common = [*SHORT, "trainer.epochs=2"]
     # the signal after the run's 6th step: epoch 1, step 2 of 4 (in-process: the guard catches it)
     with pytest.raises(Preempted, match="epoch 1 step 2"):
-        train([*common, callbacks(f"mtl.testing.Recorder,path:'{cut}'", "mtl.testing.SignalAfterSteps,steps:6")])
+        train([*common, callbacks(f"mtl.run.testing.Recorder,path:'{cut}'", "mtl.run.testing.SignalAfterSteps,steps:6")])
     assert hooks(cut)[-4:] == [
         {"hook": "on_step_end", "step": 6}, {"hook": "on_steps_end", "epoch": 1},
         {"hook": "on_preempt", "epoch": 1, "steps": 2}, {"hook": "on_close"}]
@@ -82,22 +82,22 @@ def test_signal_after_an_epoch_whose_checkpoint_was_not_due_still_checkpoints(tr
 
 
 def test_kill_after_epoch_override_composes():
-    from mtl.train import compose
+    from mtl.config.compose import compose
 
     cfg = compose([*SHORT, kill_after_epoch(1)])
-    assert list(cfg.trainer.callbacks) == [{"_target_": "mtl.testing.KillAfterEpoch", "epoch": 1}]
+    assert list(cfg.trainer.callbacks) == [{"_target_": "mtl.run.testing.KillAfterEpoch", "epoch": 1}]
     assert list(compose(SHORT).trainer.callbacks) == []  # none by default
 
 
 @pytest.mark.parametrize("override,match", [
     ("trainer.callbacks=7", r"trainer.callbacks=7: must be a list"),
-    ("trainer.callbacks=[mtl.testing.Recorder]", r"trainer.callbacks\[0\].*name the callback class with _target_"),
-    ("trainer.callbacks=[{_target_:mtl.testing.NoSuchThing}]",
-     r"trainer.callbacks\[0\]: mtl.testing.NoSuchThing cannot be created .*check the class path"),
-    ("trainer.callbacks=[{_target_:mtl.testing.KillAfterEpoch}]",
-     r"trainer.callbacks\[0\]: mtl.testing.KillAfterEpoch cannot be created .*arguments"),
+    ("trainer.callbacks=[mtl.run.testing.Recorder]", r"trainer.callbacks\[0\].*name the callback class with _target_"),
+    ("trainer.callbacks=[{_target_:mtl.run.testing.NoSuchThing}]",
+     r"trainer.callbacks\[0\]: mtl.run.testing.NoSuchThing cannot be created .*check the class path"),
+    ("trainer.callbacks=[{_target_:mtl.run.testing.KillAfterEpoch}]",
+     r"trainer.callbacks\[0\]: mtl.run.testing.KillAfterEpoch cannot be created .*arguments"),
     ("trainer.callbacks=[{_target_:collections.OrderedDict}]",
-     r"trainer.callbacks\[0\]: collections.OrderedDict is a OrderedDict, not a mtl.callbacks.Callback"),
+     r"trainer.callbacks\[0\]: collections.OrderedDict is a OrderedDict, not a mtl.run.callbacks.Callback"),
 ])
 def test_bad_callback_entries_stop_before_anything_is_written(train, run_root, override, match):
     with pytest.raises(InvalidValue, match=match):

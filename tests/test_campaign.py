@@ -19,9 +19,10 @@ from omegaconf import open_dict
 from mtl import methods
 from mtl.errors import ConfigChanged, InvalidValue, NoGPU
 from mtl.methods.base import LossWeighting
-from mtl.results import RunDir
-from mtl.testing import kill_after_epoch, signal_after_steps
-from mtl.train import EXIT_PREEMPTED, EXIT_USER_ERROR, compose
+from mtl.run.rundir import RunDir
+from mtl.run.testing import kill_after_epoch, signal_after_steps
+from mtl.config.compose import compose
+from mtl.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
 from tests.test_train import _metrics_without_timing as metrics_without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def digest(path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("bench", ["nyuv2", "nyuv2_segnet", "cityscapes", "qm9", "qm9_nashmtl", "office31",
                                    "officehome"])
 def test_gpu_benchmark_stops_without_gpu_before_touching_anything(tmp_path, bench):
-    from mtl.train import run
+    from mtl.run.entry import run
 
     assert not torch.cuda.is_available()
     with pytest.raises(NoGPU, match="pass device=cpu"):
@@ -75,7 +76,7 @@ def test_cli_no_gpu_is_one_line_exit_2(tmp_path):
 # ---- 4. preemption and checkpoint policy --------------------------------------------------------
 def test_preemption_signal_checkpoints_mid_epoch_and_resume_equals_uninterrupted(tmp_path):
     common = [*SHORT, "trainer.epochs=3", "method=db_mtl", "seed=3"]
-    from mtl.train import run
+    from mtl.run.entry import run
 
     full = run([*common, f"run.root={tmp_path / 'full'}"])
     # 4 steps per epoch: the signal arrives after step 6, i.e. in the middle of epoch 1
@@ -134,7 +135,7 @@ def test_checkpoint_every_two_epochs_resumes_from_the_last_one(tmp_path):
 # ---- 5. one writer per run directory -------------------------------------------------------------
 HOLDER = textwrap.dedent("""
     import sys, time
-    from mtl.results import RunDir
+    from mtl.run.rundir import RunDir
     with RunDir(sys.argv[1]).lock():
         print("locked", flush=True)
         time.sleep(float(sys.argv[2]))
@@ -221,7 +222,7 @@ def test_resume_allows_what_cannot_change_results(tmp_path):
 def test_fewer_epochs_on_resume_is_refused(train, tmp_path):
     assert cli(*SHORT, "method=ew", f"run.root={tmp_path}", "trainer.epochs=3",
                kill_after_epoch(0)).returncode == -9
-    from mtl.train import run
+    from mtl.run.entry import run
 
     with pytest.raises(ConfigChanged, match="trainer.epochs"):
         run([*SHORT, "method=ew", f"run.root={tmp_path}", "trainer.epochs=2"])
@@ -246,7 +247,7 @@ BAD = [
 
 @pytest.fixture(scope="module")
 def finished_root(tmp_path_factory):
-    from mtl.train import run
+    from mtl.run.entry import run
 
     root = tmp_path_factory.mktemp("finished")
     run([*SHORT, "trainer.epochs=1", "method=db_mtl", f"run.root={root}"])
@@ -273,7 +274,7 @@ def test_forced_rerun_keeps_the_replaced_summary(train):
 
 
 def test_misspelled_selection_rule_fails_before_training(tmp_path):
-    from mtl.train import run
+    from mtl.run.entry import run
 
     with pytest.raises(InvalidValue, match="best_vall"):
         run([*SHORT, "benchmark.protocol.report=[best_vall]", f"run.root={tmp_path}"])
@@ -311,7 +312,7 @@ def failing_method():
 
 
 def test_solver_failures_are_per_step_counts_summed_per_epoch_and_run(tmp_path, failing_method):
-    from mtl.trainer import Trainer
+    from mtl.run.trainer import Trainer
 
     cfg = compose([*SHORT, "trainer.epochs=3", f"run.root={tmp_path}", "device=cpu"])
     with open_dict(cfg):

@@ -18,7 +18,7 @@ def test_missing_dataset_exits_with_instructions(tmp_path, bench, hint):
 
 
 def test_wandb_logger_writes_offline_run(tmp_path, monkeypatch):
-    from mtl.train import run
+    from mtl.run.entry import run
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -164,7 +164,7 @@ def test_igbv1_with_available_gradient_methods(grad):
 
 
 def test_combo_with_rep_grad_gradient_method(unit_sum):
-    from mtl.methods.base import Representation
+    from mtl.engine import Representation
 
     net = Net()
     m = methods.create("combo", num_tasks=3, loss={"name": "si"}, grad={"name": unit_sum}, rep_grad=True)

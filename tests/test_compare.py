@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mtl import compare
+from mtl.campaigns import compare
 
 
 def fake_run(root, bench, name, metrics, seed=0):

@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mtl import methods
-from mtl.train import compose
+from mtl.config.compose import compose
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BENCHMARKS = sorted(p.stem for p in (CONFIGS / "benchmark").glob("*.yaml"))
@@ -46,17 +46,11 @@ def test_every_method_composes_with(bench):
             assert cfg.run.dir.endswith(f"{cfg.benchmark.name}/{cfg.method.name}/seed0")
 
 
-def test_datasets_package_is_this_project():
-    import datasets
-
-    assert Path(datasets.__file__).resolve().parent == CONFIGS.parent / "datasets"
-
-
 def test_paper_campaigns_sweep_the_one_method_list():
     """Every reproduce_<bench> of a paper table sweeps configs/methods/paper.yaml, which is the paper
     table's method rows (STL aside) in the paper's order; no experiment restates the list."""
-    from mtl.paper import TABLES, campaign_methods, load_paper
-    from mtl.workflows import load_experiment, sweep_params
+    from mtl.benchmarks.paper import TABLES, campaign_methods, load_paper
+    from mtl.campaigns.workflows import load_experiment, sweep_params
 
     listed = campaign_methods()
     assert len(listed) == 21 and len(set(listed)) == 21

@@ -8,7 +8,7 @@ from torch import nn
 
 from mtl import methods
 from mtl.errors import InvalidCombination
-from mtl.methods.base import Representation
+from mtl.engine import Representation
 
 
 def linear_step(m, C):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from mtl.benchmark import MetricSpec, TaskSpec
-from mtl.delta import delta_m, delta_p, delta_p_per_task
+from mtl.benchmarks.base import MetricSpec, TaskSpec
+from mtl.scoring.delta import delta_m, delta_p, delta_p_per_task
 
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 

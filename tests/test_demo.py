@@ -2,8 +2,8 @@
 per-task Δp, bar plot, per-task heat map, balancing curves, next steps."""
 import pytest
 
-from mtl import demo
-from mtl import demo_stability as stab
+from mtl.campaigns import demo
+from mtl.campaigns import demo_stability as stab
 
 
 def test_demo_prints_table_and_writes_figures(tmp_path, capsys):

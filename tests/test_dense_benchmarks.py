@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from datasets import nyuv2
-from models.base import HPS, count_parameters
-from models.cross_stitch import CrossStitch
-from models.deeplab import DeepLabHead
-from models.mtan import MTAN
-from models.resnet import ResNetEncoder, WeightsUnavailable, imagenet_state_dict
-from models.segnet_mtan import SegNetMTAN
+from mtl.datasets import nyuv2
+from mtl.models.base import HPS, count_parameters
+from mtl.models.cross_stitch import CrossStitch
+from mtl.models.deeplab import DeepLabHead
+from mtl.models.mtan import MTAN
+from mtl.models.resnet import ResNetEncoder, WeightsUnavailable, imagenet_state_dict
+from mtl.models.segnet_mtan import SegNetMTAN
 from mtl.benchmarks.dense import build_model
 from mtl.errors import InvalidCombination
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import cityscapes, download, fixtures, nyuv2
-from datasets.dense import DatasetFormatError, hflip, random_scale_crop
+from mtl.datasets import cityscapes, download, fixtures, nyuv2
+from mtl.datasets.dense import DatasetFormatError, hflip, random_scale_crop
 from mtl.errors import DatasetNotFound
 
 H, W = 16, 24

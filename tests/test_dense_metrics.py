@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mtl.benchmarks import dense_metrics as dm
 from mtl.benchmarks.dense import TASK_SPECS
-from mtl.delta import delta_m, delta_p
+from mtl.scoring.delta import delta_m, delta_p
 
 
 def onehot_logits(pred, C):

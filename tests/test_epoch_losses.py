@@ -7,7 +7,7 @@ from torch import nn
 
 from mtl import methods
 from mtl.benchmarks.synthetic import Synthetic
-from mtl.results import RunDir
+from mtl.run.rundir import RunDir
 
 SIZES = [4, 4, 2]  # 10 samples, batch 4: a partial last batch
 

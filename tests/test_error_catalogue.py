@@ -30,7 +30,7 @@ import torch
 from mtl import methods
 from mtl.errors import (DatasetDamaged, InvalidCombination, InvalidLoss, InvalidValue, MissingEpochStatistics,
                         SolverError, UnknownName)
-from mtl.testing import kill_after_epoch
+from mtl.run.testing import kill_after_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 LEAD_CLI = "needs CLI handler (lead): exit code 2 and a plain 'error: ...' line"
@@ -68,7 +68,7 @@ def digest(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A finished synthetic EW run (summary.json, metrics.jsonl, checkpoint.pt, config.yaml)."""
-    from mtl.train import run
+    from mtl.run.entry import run
 
     root = tmp_path_factory.mktemp("finished") / "runs"
     return run([*COMMON, *SYNTHETIC, f"run.root={root}", "method=ew", "seed=0"])
@@ -103,7 +103,7 @@ def assert_one_error_line(r: subprocess.CompletedProcess, rc: int, message: str)
 
 # ---- setups -------------------------------------------------------------------------------------
 def damaged_nyuv2(tmp: Path, workers: int = 1) -> dict[str, Any]:
-    from datasets import nyuv2
+    from mtl.datasets import nyuv2
 
     root = nyuv2.write_fixture(tmp / "nyuv2", n_train=4, n_val=2, height=32, width=64)
     bad = root / "train" / "depth" / "2.npy"
@@ -262,8 +262,8 @@ def excess_mtl_overflow(tmp):
 
 
 def read_npy_sample(tmp):
-    from datasets import nyuv2
-    from datasets.dense import DenseDataset
+    from mtl.datasets import nyuv2
+    from mtl.datasets.dense import DenseDataset
 
     extra = damaged_nyuv2(tmp, workers=0)
     ds = DenseDataset(nyuv2.LAYOUT, extra["bad"].parents[2], "train")
@@ -272,8 +272,8 @@ def read_npy_sample(tmp):
 
 def npy_in_worker(tmp):
     from torch.utils.data import DataLoader
-    from datasets import nyuv2
-    from datasets.dense import DenseDataset
+    from mtl.datasets import nyuv2
+    from mtl.datasets.dense import DenseDataset
 
     extra = damaged_nyuv2(tmp)
     ds = DenseDataset(nyuv2.LAYOUT, extra["bad"].parents[2], "train")
@@ -283,7 +283,7 @@ def npy_in_worker(tmp):
 def verify_damaged_download(tmp):
     """`download_data.py nyuv2 --verify-only` on a copy with one damaged file (not the first sample)."""
     import dataclasses
-    from datasets import nyuv2
+    from mtl.datasets import nyuv2
 
     extra = damaged_nyuv2(tmp, workers=0)
     layout = dataclasses.replace(nyuv2.LAYOUT, split_sizes={"train": 4, "val": 2}, image_size=(32, 64))
@@ -291,8 +291,8 @@ def verify_damaged_download(tmp):
 
 
 def random_bytes_npy(tmp):
-    from datasets import nyuv2
-    from datasets.dense import DenseDataset
+    from mtl.datasets import nyuv2
+    from mtl.datasets.dense import DenseDataset
 
     root = nyuv2.write_fixture(tmp / "nyuv2", n_train=2, n_val=1, height=16, width=32)
     (root / "train" / "image" / "1.npy").write_bytes(np.random.default_rng(0).bytes(500))
@@ -300,7 +300,7 @@ def random_bytes_npy(tmp):
 
 
 def damaged_jpeg(tmp, random_bytes=False):
-    from datasets.office import load_office, write_fixture
+    from mtl.datasets.office import load_office, write_fixture
 
     lists = write_fixture(tmp / "office", "office31", num_classes=2, per_class=[(2, 1, 1)] * 3)
     jpg = sorted((tmp / "office" / "dslr").rglob("*.jpg"))[0]
@@ -312,7 +312,7 @@ def damaged_jpeg(tmp, random_bytes=False):
 
 
 def qm9_cache(tmp, damage):
-    import datasets.qm9 as Q
+    import mtl.datasets.qm9 as Q
 
     ds = Q.QM9(root=tmp / "qm9", limit=20, progress=False)
     pt, info = (Path(p) for p in ds.processed_paths)
@@ -321,7 +321,7 @@ def qm9_cache(tmp, damage):
 
 
 def qm9_graphs_cache_truncated(tmp):
-    import datasets.qm9 as Q
+    import mtl.datasets.qm9 as Q
 
     pre = Q.PrecomputedGraphs(Q.QM9(root=tmp / "qm9", limit=20, progress=False), "complete", progress=False)
     pre.path.write_bytes(pre.path.read_bytes()[:999])
@@ -329,7 +329,7 @@ def qm9_graphs_cache_truncated(tmp):
 
 
 def qm9_root_is_a_file(tmp):
-    import datasets.qm9 as Q
+    import mtl.datasets.qm9 as Q
 
     f = tmp / "qm9_here"
     f.write_text("not a folder")
@@ -456,7 +456,7 @@ def test_negative_loss_under_log_would_flip_the_gradient():
 
 # ---- readers that skip a damaged file and go on -------------------------------------------------
 def test_run_reader_skips_a_damaged_summary(tmp_path, finished_run, capsys):
-    from mtl.runs import read_runs
+    from mtl.report.runs import read_runs
 
     good = place_finished(finished_run, tmp_path / "runs", seeds=(0, 1))
     bad = tmp_path / "runs" / "synthetic" / "uw" / "seed0" / "summary.json"
@@ -469,7 +469,7 @@ def test_run_reader_skips_a_damaged_summary(tmp_path, finished_run, capsys):
 
 
 def test_curves_stop_at_a_damaged_metrics_line(tmp_path, finished_run, capsys):
-    from mtl.plots import _read_metrics
+    from mtl.report.plots import _read_metrics
 
     run = place_finished(finished_run, tmp_path / "runs")[0]
     first = (run / "metrics.jsonl").read_text().splitlines()[0]
@@ -482,7 +482,7 @@ def test_curves_stop_at_a_damaged_metrics_line(tmp_path, finished_run, capsys):
 # Each case is `python -m mtl.train <RUN_BASE> <args>` in a copy of a results root holding a killed run
 # (checkpoint, no summary), a finished run next to it (hashed before and after) and a checkpoint of a
 # model of another size; `prepare` damages the killed run's files first.
-from mtl.train import EXIT_USER_ERROR  # noqa: E402
+from mtl.errors import EXIT_USER_ERROR  # noqa: E402
 
 RUN_BASE = ["benchmark=synthetic", "benchmark.build.n_train=256", "logger=none", "trainer.progress=false",
         "trainer.epochs=2", "method=db_mtl"]
@@ -562,8 +562,8 @@ RUN_CASES = [
     RunCase("method-key-typo-plus", ["+method.betta=0.5"], ["method.betta", "did you mean method.beta"]),
     RunCase("key-typo", ["trainer.epocs=3"], ["trainer.epocs", "did you mean trainer.epochs"]),
     RunCase("run-key-typo", ["run.forse=true"], ["did you mean run.force"]),
-    # keys the schema (mtl/schema.py) does not declare: added with `+`, at the top level, in a config file
-    RunCase("key-typo-plus", ["+trainer.epoch=3"], ["trainer.epoch:", "did you mean trainer.epochs", "mtl/schema.py"]),
+    # keys the schema (mtl/config/schema.py) does not declare: added with `+`, at the top level, in a config file
+    RunCase("key-typo-plus", ["+trainer.epoch=3"], ["trainer.epoch:", "did you mean trainer.epochs", "mtl/config/schema.py"]),
     RunCase("run-key-typo-plus", ["+run.forse=true"], ["run.forse:", "did you mean run.force"]),
     RunCase("top-level-key-typo", ["sede=1"], ["sede:", "did you mean seed"]),
     RunCase("top-level-key-typo-plus", ["+sede=1"], ["sede:", "did you mean seed"]),
@@ -649,9 +649,9 @@ def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monke
     import shutil as shutil_mod
     from collections import namedtuple
 
-    from mtl import results
+    from mtl.run import rundir as results
     from mtl.errors import StorageError
-    from mtl.train import run
+    from mtl.run.entry import run
 
     path = run([*RUN_BASE, f"run.root={tmp_path}", "trainer.epochs=1"])
     before = (path / "checkpoint.pt").read_bytes()

@@ -1,4 +1,4 @@
-"""fp16 loss scaling (`trainer.precision=fp16`, `mtl.precision.LossScaling` around torch's GradScaler):
+"""fp16 loss scaling (`trainer.precision=fp16`, `mtl.run.precision.LossScaling` around torch's GradScaler):
 every method sees and writes unscaled gradients, a step with inf/NaN per-task gradients is skipped
 before any method state changes, and the scaler's state survives a resume. CPU autocast supports
 float16, so these run the real fp16 forward pass."""
@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from mtl import methods, precision
+from mtl import methods
+from mtl.run import precision
 from mtl.errors import Preempted
 from mtl.methods.base import LossWeighting
 from mtl.methods.combo import Combined
-from mtl.results import RunDir
-from mtl.testing import signal_after_steps
+from mtl.run.rundir import RunDir
+from mtl.run.testing import signal_after_steps
 from tests.test_method_properties import ALL, Tiny, batches
 
 STATE_FREE_ON_SKIP = [n for n in ALL if not issubclass(methods.get_class(n), (LossWeighting, Combined))]
@@ -178,7 +179,7 @@ def test_overflowing_scale_is_backed_off_until_steps_succeed():
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_method_trains_in_fp16_through_the_trainer(name, train, monkeypatch):
-    from mtl import trainer as trainer_mod
+    from mtl.run import trainer as trainer_mod
 
     taken, finite = [], []
     original_step, original_finish = precision.LossScaling.step, trainer_mod.Trainer.finish
@@ -206,7 +207,7 @@ def test_fp16_resume_restores_the_scaler_and_continues_identically(tmp_path, mon
     """A small growth interval and a scale that first overflows make the scaler's state matter: a
     resume that restarted it would skip other steps. Preempted mid-epoch, resumed, the run equals the
     uninterrupted one."""
-    from mtl.train import run
+    from mtl.run.entry import run
 
     monkeypatch.setattr(precision, "steps", lambda prec, params, device: precision.LossScaling(
         params, device, init_scale=2.0 ** 20, growth_interval=2))

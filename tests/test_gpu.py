@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtl import methods, testing
-from mtl.testing import kill_after_epoch
+from mtl import methods
+from mtl.run import testing
+from mtl.run.testing import kill_after_epoch
 
 pytestmark = pytest.mark.gpu
 
@@ -99,7 +100,7 @@ class _Killed(Exception):
 
 def _bench_step():
     """The step benchmark behind scripts/bench_step.py."""
-    from mtl.bench import step
+    from mtl.perf import step
 
     return step
 
@@ -109,14 +110,14 @@ def test_kill_and_resume_on_device(method, tmp_path, monkeypatch):
     """Epoch 0, checkpoint, 'crash'; a fresh trainer restores everything onto the device and trains
     epoch 1 (a state tensor left on the host stops it with a device mismatch); the result equals an
     uninterrupted run's."""
-    from mtl.train import run
+    from mtl.run.entry import run
 
     common = ["benchmark=synthetic", "benchmark.build.n_train=128", "benchmark.build.n_val=64",
               "benchmark.build.n_test=64", "trainer.epochs=2", f"device={DEVICE}", f"method={method}",
               "seed=3", "logger=none", "trainer.progress=false"]
     full = run([*common, f"run.root={tmp_path / 'full'}"])
 
-    def crash(pid, sig):  # what mtl.testing.KillAfterEpoch does, without killing pytest
+    def crash(pid, sig):  # what mtl.run.testing.KillAfterEpoch does, without killing pytest
         raise _Killed
 
     monkeypatch.setattr(testing.os, "kill", crash)
@@ -132,8 +133,8 @@ def test_kill_and_resume_on_device(method, tmp_path, monkeypatch):
 
 def test_resumed_method_state_is_on_the_device(tmp_path, monkeypatch):
     """DB-MTL's EMA buffer (a [T, D] tensor of the step) must be on the model's device after a resume."""
-    from mtl import trainer as trainer_mod
-    from mtl.train import run
+    from mtl.run import trainer as trainer_mod
+    from mtl.run.entry import run
 
     common = ["benchmark=synthetic", "benchmark.build.n_train=128", "trainer.epochs=2", f"device={DEVICE}",
               "method=db_mtl", "logger=none", "trainer.progress=false", f"run.root={tmp_path}"]
@@ -156,7 +157,7 @@ def test_resumed_method_state_is_on_the_device(tmp_path, monkeypatch):
 # ---- full-size NYUv2 timing ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def nyuv2_full(tmp_path_factory):
-    from datasets import nyuv2
+    from mtl.datasets import nyuv2
     from mtl.benchmarks.nyuv2 import build
 
     root = tmp_path_factory.mktemp("nyuv2_full")
@@ -195,9 +196,9 @@ def test_nyuv2_full_size_step_time(precision, nyuv2_full):
 @pytest.mark.parametrize("bench", ["synthetic", "qm9", "nyuv2"])
 def test_loop_and_batched_engines_agree_on_device(bench, tiny):
     from mtl.engine import GradientEngine
-    from mtl.train import compose
-    from mtl.trainer import build_benchmark
-    from mtl.benchmark import to_device
+    from mtl.config.compose import compose
+    from mtl.run.trainer import build_benchmark
+    from mtl.benchmarks.base import to_device
 
     cfg = compose([*overrides(bench, tiny), "logger=none"])
     torch.manual_seed(0)
@@ -259,7 +260,7 @@ def test_two_steps_on_device(bench, method, tiny, train):
 
 def test_sync_counter_sees_blocking_copies_on_device():
     """Both counters on the device: a blocking copy and an .item() count 2, a step-free block 0."""
-    from mtl.syncs import SyncCounter
+    from mtl.perf.syncs import SyncCounter
 
     x = torch.ones(1000, device=DEVICE)
     torch.cuda.synchronize() if torch.device(DEVICE).type == "cuda" else None

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from mtl.testing import signal_after_steps
+from mtl.run.testing import signal_after_steps
 
 pytestmark = pytest.mark.gpu
 

@@ -83,7 +83,7 @@ def test_gradnorm_loss_value_and_param_gradient():
 
 
 def _tiny(T=2, seed=0):
-    from models.base import HPS
+    from mtl.models.base import HPS
     torch.manual_seed(seed)
     enc = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
     model = HPS(enc, {f"t{t}": nn.Linear(3, 1) for t in range(T)})

@@ -116,7 +116,7 @@ def test_aligned_mtl_equal_singular_values(T, D, rank):
 
 # ---- GradNorm: weights stay normalised -------------------------------------------------------
 def _tiny(T=2, seed=0):
-    from models.base import HPS
+    from mtl.models.base import HPS
     torch.manual_seed(seed)
     enc = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
     model = HPS(enc, {f"t{t}": nn.Linear(3, 1) for t in range(T)})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mtl.train import CONFIG_DIR
+from mtl.config.compose import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -160,7 +160,7 @@ QUICK = {"famo", "combo", "db_mtl", "igbv2"}
 
 @pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in MINE])
 def test_trains_through_the_runner(name, tmp_path):
-    from mtl import train
+    from mtl.run import entry as train
 
     run_dir = train.run([f"method={name}", "benchmark=synthetic", "logger=none", "trainer.epochs=3",
                          "trainer.max_steps_per_epoch=2", "trainer.progress=false", f"run.root={tmp_path}"])

@@ -9,7 +9,7 @@ from torch import nn
 
 from mtl import methods
 from mtl.errors import InvalidCombination
-from mtl.methods.base import Representation
+from mtl.engine import Representation
 
 T = 3
 ALL = methods.available()

@@ -10,13 +10,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from datasets import download
-from datasets.fixtures import tiny_overrides
-from datasets.office import (IMAGENET_MEAN, IMAGENET_STD, SPECS, image_relpath,
+from mtl.datasets import download
+from mtl.benchmarks.fixtures import tiny_overrides
+from mtl.datasets.office import (IMAGENET_MEAN, IMAGENET_STD, SPECS, image_relpath,
                              list_path, load_office, read_split_list, write_fixture)
 from mtl import methods
 from mtl.benchmarks.office import Office, domain_seed, tasks as office_tasks
-from mtl.delta import delta_p, delta_p_per_task
+from mtl.scoring.delta import delta_p, delta_p_per_task
 from mtl.engine import GradientEngine
 from mtl.errors import DatasetNotFound, InvalidCombination
 
@@ -190,7 +190,7 @@ def test_model_is_multi_input_and_refuses_rep_grad(bench):
 def test_pretrained_weights_unreachable_gives_clear_error(monkeypatch):
     import torchvision.models._api as api
 
-    from models.office_net import OfficeNet, PretrainedWeightsUnavailable
+    from mtl.models.office_net import OfficeNet, PretrainedWeightsUnavailable
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
@@ -268,7 +268,7 @@ def test_evaluate_pools_accuracy_and_restores_mode(bench):
 ])
 def test_config_protocol(dataset, ref, monkeypatch):
     monkeypatch.setenv(f"{dataset.upper()}_ROOT", "/some/where")
-    from mtl.train import compose
+    from mtl.config.compose import compose
 
     cfg = compose([f"benchmark={dataset}"]).benchmark  # with the shared base/office.yaml
     assert cfg.build.root == "/some/where" and cfg.build.pretrained is True and cfg.build.batch_size == 64

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mtl.benchmarks import spec
-from mtl.delta import delta_p
-from mtl.paper import TABLES, load_paper
+from mtl.scoring.delta import delta_p
+from mtl.benchmarks.paper import TABLES, load_paper
 
 README = Path(__file__).resolve().parents[1] / "results" / "paper" / "README.md"
 INCONSISTENT = {"officehome": {"imtl_g", "cagrad"}}  # printed rows contradict their own cells

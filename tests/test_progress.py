@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mtl.progress import Progress
+from mtl.run.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from torch_geometric.loader import DataLoader
 
 from mtl import methods  # noqa: E402
 from mtl.benchmarks import qm9 as B  # noqa: E402
-from mtl.delta import delta_m, delta_p  # noqa: E402
+from mtl.scoring.delta import delta_m, delta_p  # noqa: E402
 
 LIMIT = 2000
 SUBSET = {"train": 48, "val": 24, "test": 24}
@@ -166,7 +166,7 @@ def test_evaluate_pooled_in_reported_units(bench):
 
 
 def test_configs_and_deltas():
-    from mtl.train import compose
+    from mtl.config.compose import compose
 
     # composed as the runner does: qm9_small inherits qm9.yaml through its defaults list
     cfg = {n: compose([f"benchmark={n}"]).benchmark for n in ("qm9", "qm9_nashmtl", "qm9_small")}
@@ -202,7 +202,7 @@ def test_configs_and_deltas():
 
 def test_runner_smoke(root, tmp_path):
     """Two steps through the project's trainer on the small config (shrunk further)."""
-    from mtl import train
+    from mtl.run import entry as train
 
     run_dir = train.run([
         "benchmark=qm9_small", "method=ew", "seed=0", "logger=none", "trainer.epochs=1",
@@ -243,8 +243,8 @@ def test_shared_edge_weights_equal_reference_nnconv(bench):
 def test_share_edge_weights_option_trains_identically(root, tmp_path):
     """`benchmark.build.share_edge_weights=false` is accepted and gives the same training as the
     default shared edge network (to float tolerance)."""
-    from mtl import train
-    from mtl.results import RunDir
+    from mtl.run import entry as train
+    from mtl.run.rundir import RunDir
 
     def run(share):
         path = train.run([

@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOAD = """
 import os, sys, time
-from datasets.qm9 import QM9
+from mtl.datasets.qm9 import QM9
 print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):  # all processes start building at the same moment
     time.sleep(0.01)
@@ -37,7 +37,7 @@ def test_concurrent_processes_build_the_cache_once(tmp_path):
 
 
 def test_a_process_waits_while_another_holds_the_build_lock(tmp_path):
-    from datasets.qm9 import build_lock
+    from mtl.datasets.qm9 import build_lock
 
     with build_lock(tmp_path / "processed", verbose=False):
         p = subprocess.Popen([sys.executable, "-c", LOAD, str(tmp_path), str(tmp_path)], cwd=ROOT,
@@ -50,7 +50,7 @@ def test_a_process_waits_while_another_holds_the_build_lock(tmp_path):
 
 
 def test_workflows_build_the_cache_before_jobs_start(tmp_path):
-    from mtl.workflows import Group, prepare_data
+    from mtl.campaigns.workflows import Group, prepare_data
 
     groups = [Group(["benchmark=qm9_small"], {"method": ["ew", "uw"]}), Group(["benchmark=qm9_small", "seed=1"])]
     prepare_data(groups, [f"benchmark.build.root={tmp_path}", "benchmark.build.limit=200",

@@ -12,7 +12,7 @@ from torch_geometric.data import Data, InMemoryDataset
 
 # rdkit and qm9pack are pinned dependencies: a missing one must fail, not skip.
 
-from datasets import qm9 as Q  # noqa: E402
+from mtl.datasets import qm9 as Q  # noqa: E402
 from mtl.errors import DatasetNotFound  # noqa: E402
 
 LIMIT = 2000

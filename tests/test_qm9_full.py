@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 # rdkit and qm9pack are pinned dependencies: a missing one must fail, not skip.
 
-from datasets import qm9 as Q  # noqa: E402
+from mtl.datasets import qm9 as Q  # noqa: E402
 
 # PyG QM9.mean(t) / QM9.std(t) for t = 0..18 as published (fairchem, historic
 # ocpmodels/datasets/qm9.py Y_MEANS / Y_STDS, "recomputed with torch_geometric.datasets.QM9").

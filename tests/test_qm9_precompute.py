@@ -1,4 +1,4 @@
-"""QM9's precomputed model graphs (`datasets.qm9.PrecomputedGraphs`, benchmark.build.precompute):
+"""QM9's precomputed model graphs (`mtl.datasets.qm9.PrecomputedGraphs`, benchmark.build.precompute):
 bit-identical to the per-item transforms, cached once, a damaged cache named, resumed runs with
 loader workers identical to uninterrupted ones, and the loader benchmark module."""
 import json
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets import qm9 as Q
-from datasets.fixtures import write_fixture
+from mtl.datasets import qm9 as Q
+from mtl.datasets.fixtures import write_fixture
 from mtl.benchmarks import qm9 as B
 from mtl.errors import DatasetDamaged
-from mtl.testing import kill_after_epoch
+from mtl.run.testing import kill_after_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 2000
@@ -167,7 +167,7 @@ def test_train_batches_with_workers_equal_and_repeatable(fixture_file):
 def test_kill_and_resume_with_workers_equals_uninterrupted(fixture_file, tmp_path):
     """benchmark.build.num_workers=2: a run killed after epoch 0 and resumed ends with the same
     numbers as an uninterrupted one (the shuffle of each epoch depends only on (seed, epoch))."""
-    from mtl.train import run
+    from mtl.run.entry import run
 
     b = "benchmark.build"
     common = ["benchmark=qm9", "device=cpu", f"{b}.data_file={fixture_file}", f"{b}.num_workers=2",
@@ -184,7 +184,7 @@ def test_kill_and_resume_with_workers_equals_uninterrupted(fixture_file, tmp_pat
 
 
 def test_loader_benchmark_module(fixture_file):
-    from mtl.bench import loader
+    from mtl.perf import loader
 
     df = loader.run(batch_size=32, epochs=2, steps=2, workers=(0, 1), precompute=(True, False), threads=1,
                     data_file=str(fixture_file), log=lambda *_: None)
@@ -197,7 +197,7 @@ def test_loader_benchmark_module(fixture_file):
 
 
 def test_loader_benchmark_assembly_rows(source):
-    from mtl.bench import loader
+    from mtl.perf import loader
 
     df = loader.assembly(batches=8, batch_size=16, root=source.root, limit=LIMIT)
     assert df["precompute"].tolist() == [True, False] and (df["per_s"] > 0).all()

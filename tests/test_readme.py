@@ -1,5 +1,5 @@
-"""The README's commands and code stay true: its Python examples run, every `python -m mtl.train`
-line composes, every `make` target and script it names exists."""
+"""The README's and the docs' commands and code stay true: their Python examples run, every
+`python -m mtl.train` line composes, every `make` target and script they name exists."""
 import re
 import shlex
 import subprocess
@@ -9,18 +9,20 @@ import pytest
 
 from mtl import methods
 from mtl.methods.registry import _REGISTRY
-from mtl.train import compose
+from mtl.config.compose import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+FRONT = (ROOT / "README.md").read_text()
+# the README and every page of docs/, read as one text
+README = "\n".join([FRONT, *(p.read_text() for p in sorted((ROOT / "docs").rglob("*.md")))])
 
 
-def code_blocks(lang):
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+def code_blocks(lang, text=None):
+    return re.findall(rf"```{lang}\n(.*?)```", README if text is None else text, flags=re.S)
 
 
 def test_readme_opens_with_demo_and_test():
-    first = code_blocks("bash")[0].splitlines()
+    first = code_blocks("bash", FRONT)[0].splitlines()
     assert first[0].startswith("make demo") and first[1].startswith("make test")
 
 

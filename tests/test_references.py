@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl.delta import delta_m
+from mtl.scoring.delta import delta_m
 from mtl.benchmarks import spec
-from mtl.train import compose
+from mtl.config.compose import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 

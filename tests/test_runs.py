@@ -1,4 +1,4 @@
-"""The run store (mtl.runs): one DataFrame row per finished run with its metrics, Δ and flattened
+"""The run store (mtl.report.runs): one DataFrame row per finished run with its metrics, Δ and flattened
 config; and the table builder's W&B table runs (a capturing fake, plus one real offline run)."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mtl.runs import metric_columns, read_run, read_runs
-from mtl.tables import regenerate
+from mtl.report.runs import metric_columns, read_run, read_runs
+from mtl.report.tables import regenerate
 from test_tables import write_paper_runs
 
 
@@ -149,7 +149,7 @@ def test_no_table_run_without_the_wandb_logger(tmp_path, monkeypatch):
 def test_tables_command_writes_an_offline_table_run(tmp_path, monkeypatch, capsys):
     """The real wandb, offline, no server: the offline run directory holds the table file."""
     pytest.importorskip("wandb")
-    from mtl.tables import main
+    from mtl.report.tables import main
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -171,7 +171,7 @@ def test_tables_command_writes_an_offline_table_run(tmp_path, monkeypatch, capsy
 
 
 def test_table_of_a_benchmark_without_paper_or_runs_is_empty_not_an_error(tmp_path):
-    from mtl.tables import build_table, to_markdown
+    from mtl.report.tables import build_table, to_markdown
 
     df = build_table("synthetic", tmp_path / "runs")
     assert df.empty and "| method | seeds | t0 mae |" in to_markdown(df)

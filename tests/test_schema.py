@@ -1,4 +1,4 @@
-"""The config schema (mtl/schema.py): unknown keys fail at composition, declared ones compose
+"""The config schema (mtl/config/schema.py): unknown keys fail at composition, declared ones compose
 everywhere, the schema holds no values, and resuming treats a key it fills with null as absent."""
 import dataclasses
 import subprocess
@@ -10,9 +10,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import MISSING, OmegaConf
 
-from mtl import schema
-from mtl.resume import changed_keys
-from mtl.train import compose
+from mtl.config import schema
+from mtl.run.resume import changed_keys
+from mtl.config.compose import compose
 
 REPO = Path(__file__).resolve().parents[1]
 

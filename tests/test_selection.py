@@ -7,9 +7,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mtl.benchmark import MetricSpec, TaskSpec
-from mtl.delta import delta_m, delta_p, delta_p_per_task
-from mtl.selection import improvement, select
+from mtl.benchmarks.base import MetricSpec, TaskSpec
+from mtl.scoring.delta import delta_m, delta_p, delta_p_per_task
+from mtl.scoring.selection import improvement, select
 
 MAE = (MetricSpec("mae", False),)
 TASKS = [TaskSpec("a", MAE), TaskSpec("b", MAE)]
@@ -140,7 +140,7 @@ class _Method:
 
 
 def _trainer(protocol):
-    from mtl.trainer import Trainer
+    from mtl.run.trainer import Trainer
 
     t = Trainer.__new__(Trainer)
     t.protocol = OmegaConf.create(protocol)

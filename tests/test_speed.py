@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from mtl.engine import GradientEngine
-from mtl.syncs import SyncCounter
+from mtl.perf.syncs import SyncCounter
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def bench_step():
     """The step benchmark behind scripts/bench_step.py."""
-    from mtl.bench import step
+    from mtl.perf import step
 
     return step
 
@@ -101,8 +101,8 @@ def test_bare_loop_gradient_equals_ew():
 
 
 def test_qm9_fixture_file_runs_without_qm9pack(tmp_path, train, monkeypatch):
-    from datasets import qm9
-    from datasets.fixtures import write_fixture
+    from mtl.datasets import qm9
+    from mtl.datasets.fixtures import write_fixture
 
     path = write_fixture("qm9", tmp_path / "qm9", n=120)
 
@@ -217,7 +217,7 @@ def test_cagrad_huge_gradients_solved_on_the_normalised_gram():
 def test_stl_step_runs_only_its_own_head(bench_name, tmp_path):
     """STL (active_tasks = [i]) computes only head i; its loss and gradients equal those of the
     full forward pass, the other tasks' losses are constant zeros."""
-    from datasets import nyuv2
+    from mtl.datasets import nyuv2
     from mtl.benchmarks import nyuv2 as nyu_bench, synthetic
 
     torch.manual_seed(0)
@@ -293,7 +293,7 @@ def test_trainer_host_syncs_per_step(method, limit, train, monkeypatch):
     """Host reads per training step through the trainer, counted as the difference between an
     8-step and a 4-step epoch (per-epoch reads cancel): one, the loss flags (non-finite; negative
     under a log for DB-MTL and IGBv1), read together."""
-    from mtl import trainer as trainer_mod
+    from mtl.run import trainer as trainer_mod
 
     counts = {}
     original = trainer_mod.Trainer._train_epoch
@@ -315,8 +315,8 @@ def test_trainer_host_syncs_per_step(method, limit, train, monkeypatch):
 def test_bf16_autocast_and_channels_last_through_the_trainer(tmp_path, train, monkeypatch):
     """trainer.precision=bf16 runs forward + losses under autocast (a Linear's output is bf16), the
     method receives fp32 losses, parameters stay fp32; channels_last converts the conv weights."""
-    from datasets import nyuv2
-    from mtl import trainer as trainer_mod
+    from mtl.datasets import nyuv2
+    from mtl.run import trainer as trainer_mod
     from mtl.methods.base import Method
 
     seen = {}
@@ -358,8 +358,8 @@ def test_unknown_precision_is_refused_with_the_choices(train):
 
 
 def test_to_device_copies_are_non_blocking_and_qm9_worker_order_is_reproducible(tmp_path):
-    from datasets.fixtures import write_fixture
-    from mtl.benchmark import to_device
+    from mtl.datasets.fixtures import write_fixture
+    from mtl.benchmarks.base import to_device
     from mtl.benchmarks.qm9 import build
 
     calls = []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 from omegaconf import OmegaConf
 
-from mtl import sweeps as sweep
-from mtl.train import compose
-from mtl.workflows import load_experiment, sweep_params
+from mtl.campaigns import sweeps as sweep
+from mtl.config.compose import compose
+from mtl.campaigns.workflows import load_experiment, sweep_params
 
 
 def test_beta_grid_is_fig5():

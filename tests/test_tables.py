@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from mtl.paper import METHODS, PAPER_DIR, TABLES, load_paper
+from mtl.benchmarks.paper import METHODS, PAPER_DIR, TABLES, load_paper
 from mtl.benchmarks import spec
-from mtl.tables import build_table, to_latex, to_markdown, write_tables
+from mtl.report.tables import build_table, to_latex, to_markdown, write_tables
 
 
 def write_paper_runs(root, bench, skip=("stl",)):
@@ -125,7 +125,7 @@ def test_stl_runs_merge_into_one_row_and_serve_as_reference(tmp_path):
     # EW vs own STL: t0 +50 %, t1 -50 %, t2 0 % -> Δp = 0; against the YAML reference (0.1, 1, 10):
     assert df.loc["ew", "delta_p"] == pytest.approx(0.0)
     cfg_ref = build_table("synthetic", tmp_path).set_index("name")
-    from mtl.train import compose
+    from mtl.config.compose import compose
 
     ref = compose(["benchmark=synthetic"]).benchmark.protocol.reference.metrics
     ew = {"t0": 0.1, "t1": 3.0, "t2": 20.0}

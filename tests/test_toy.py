@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mtl.benchmarks.toy import OFFSET, ToyPoint, objectives, toy_losses
-from mtl.toy_trajectories import trajectory
+from mtl.campaigns.toy_trajectories import trajectory
 
 
 def test_objectives_hand_computed():

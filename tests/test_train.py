@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from mtl.errors import NonFiniteLoss
-from mtl.results import RunDir
-from mtl.testing import kill_after_epoch
+from mtl.run.rundir import RunDir
+from mtl.run.testing import kill_after_epoch
 
 SHORT = ["benchmark=synthetic", "trainer.epochs=2", "benchmark.build.n_train=256"]
 
@@ -64,7 +64,7 @@ def _metrics_without_timing(path):
 @pytest.mark.parametrize("method", ["ew", "rlw", "db_mtl", "famo"])
 def test_kill_and_resume_equals_uninterrupted(tmp_path, method):
     common = [*SHORT, "trainer.epochs=3", f"method={method}", "seed=5", "logger=none", "trainer.progress=false"]
-    from mtl.train import run
+    from mtl.run.entry import run
 
     full = run([*common, f"run.root={tmp_path / 'full'}"])
     killed = subprocess.run([sys.executable, "-m", "mtl.train", *common, f"run.root={tmp_path / 'resumed'}",

@@ -16,16 +16,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from mtl.benchmark import MetricSpec, TaskSpec
+from mtl.benchmarks.base import Metrics, MetricSpec, TaskSpec
+from mtl.paths import CONFIG_DIR
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "benchmark"
+BENCHMARK_CONFIGS = CONFIG_DIR / "benchmark"
 
-Metrics = dict[str, dict[str, float]]
 
 
 def available() -> list[str]:
     """Names of the registered benchmarks (one YAML each under configs/benchmark/)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in BENCHMARK_CONFIGS.glob("*.yaml"))
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ class BenchmarkSpec:
 
     @property
     def paper(self):
-        """The DB-MTL paper table this benchmark is compared with (mtl.paper.PaperTable), or None."""
-        from mtl.paper import paper_table
+        """The DB-MTL paper table this benchmark is compared with (mtl.benchmarks.paper.PaperTable), or None."""
+        from mtl.benchmarks.paper import paper_table
 
         return paper_table(self.name)
 
@@ -111,7 +111,7 @@ def from_config(benchmark_cfg: Any) -> BenchmarkSpec:
 def _spec(name: str, overrides: tuple[str, ...]) -> BenchmarkSpec:
     if name not in available():
         raise KeyError(f"unknown benchmark {name!r}; available: {', '.join(available())} "
-                       f"(one YAML each under {CONFIG_DIR})")
-    from mtl.train import compose
+                       f"(one YAML each under {BENCHMARK_CONFIGS})")
+    from mtl.config.compose import compose
 
     return from_config(compose([f"benchmark={name}", "logger=none", *overrides]).benchmark)

@@ -1,6 +1,6 @@
 """Shared benchmark class of the dense-prediction benchmarks (NYUv2, Cityscapes).
 
-Builds loaders over `datasets.dense` data, the chosen architecture (HPS / MTAN / Cross-stitch over
+Builds loaders over `mtl.datasets.dense` data, the chosen architecture (HPS / MTAN / Cross-stitch over
 a dilated ResNet-50 with DeepLabV3+ heads, or SegNet-MTAN), per-task losses and split metrics
 (`mtl.benchmarks.dense_metrics`). Protocol choices (optimizer, schedule, selection, reference)
 live in the YAML configs.
@@ -15,14 +15,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from datasets.dense import DatasetFormatError, DenseDataset, DenseLayout
-from models.base import HPS, MultiTaskModel, count_parameters
-from models.cross_stitch import CrossStitch
-from models.deeplab import DeepLabHead
-from models.mtan import MTAN
-from models.resnet import ResNetEncoder
-from models.segnet_mtan import FILTERS, SegNetMTAN
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, epoch_seed, stack_task_losses, task_indices
+from mtl.datasets.dense import DatasetFormatError, DenseDataset, DenseLayout
+from mtl.models.base import HPS, MultiTaskModel, count_parameters
+from mtl.models.cross_stitch import CrossStitch
+from mtl.models.deeplab import DeepLabHead
+from mtl.models.mtan import MTAN
+from mtl.models.resnet import ResNetEncoder
+from mtl.models.segnet_mtan import FILTERS, SegNetMTAN
+from mtl.benchmarks.base import Benchmark, MetricSpec, TaskSpec, epoch_seed, stack_task_losses, task_indices
 from mtl.benchmarks import dense_metrics as dm
 
 ARCHS = ("hps", "mtan", "cross_stitch", "segnet_mtan")

@@ -1,13 +1,13 @@
 """`nyuv2` (DeepLabV3+, LibMTL examples/nyu/main.py) and `nyuv2_segnet` (SegNet-MTAN,
 main_segnet.py / nash-mtl): 13-class segmentation, depth and surface normals on MTAN's NYUv2.
 
-Data: `datasets.nyuv2` (795 train / 654 test at 288x384; `make data-nyuv2`). Tasks and metrics:
+Data: `mtl.datasets.nyuv2` (795 train / 654 test at 288x384; `make data-nyuv2`). Tasks and metrics:
 segmentation (mIoU %, PAcc %), depth (AErr, RErr), normal (Mean, MED degrees; Within11.25/22.5/30 %).
 """
 from __future__ import annotations
 
-from datasets.nyuv2 import LAYOUT
-from mtl.benchmark import TaskSpec
+from mtl.datasets.nyuv2 import LAYOUT
+from mtl.benchmarks.base import TaskSpec
 from mtl.benchmarks.dense import DenseBenchmark, dense_tasks
 
 TASKS = ("segmentation", "depth", "normal")

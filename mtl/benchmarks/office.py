@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from datasets.office import load_office, spec, task_name
-from models.office_net import OfficeNet
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, epoch_seed, stack_task_losses, task_indices
+from mtl.datasets.office import load_office, spec, task_name
+from mtl.models.office_net import OfficeNet
+from mtl.benchmarks.base import Benchmark, MetricSpec, TaskSpec, epoch_seed, stack_task_losses, task_indices
 from mtl.errors import InvalidCombination
 
 

@@ -1,11 +1,11 @@
 """`qm9`: 11 molecular property regressions on QM9 with the MPNN of nash-mtl / LibMTL.
 
-Data: `datasets.qm9.QM9` (PyG's QM9 rebuilt offline from qm9pack, same molecules and order).
+Data: `mtl.datasets.qm9.QM9` (PyG's QM9 rebuilt offline from qm9pack, same molecules and order).
 Each item is the references' `Complete` (fully connected graph without self loops; bonded pairs
 keep their 4-d bond one-hot, others zeros) + `Distance(norm=False)` (appends the distance in Å), so
 edges carry 5 features. `graph="bonds"` (CPU demo only) skips `Complete`: edges are the chemical
 bonds, with the same 5 features. By default (`precompute=True`) these graphs are computed once and
-cached beside the data (`datasets.qm9.PrecomputedGraphs`, bit-identical to the transforms);
+cached beside the data (`mtl.datasets.qm9.PrecomputedGraphs`, bit-identical to the transforms);
 `precompute=False` applies `reference_transform` per molecule per epoch, as the references do.
 
 Targets are z-scored with the mean/std over ALL loaded molecules (train, val and test): the
@@ -31,10 +31,11 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import Compose, Distance
 from torch_geometric.utils import remove_self_loops
 
-from datasets.qm9 import GRAPHS, NUM_MOLECULES, QM9, TARGETS, PrecomputedGraphs, QM9File, batch_loader
-from models.mpnn import mpnn_hps
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices, to_device
+from mtl.datasets.qm9 import GRAPHS, NUM_MOLECULES, QM9, TARGETS, PrecomputedGraphs, QM9File, batch_loader
+from mtl.models.mpnn import mpnn_hps
+from mtl.benchmarks.base import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices, to_device
 from mtl.errors import DatasetNotFound
+from mtl.paths import PACKAGE
 
 # Default 11 targets (PyG indices) of nash-mtl and LibMTL, in output order.
 DEFAULT_TARGETS = (0, 1, 2, 3, 5, 6, 12, 13, 14, 15, 11)
@@ -43,7 +44,7 @@ MEV_TARGETS = frozenset({2, 3, 6, 12, 13, 14, 15})  # eV -> meV in the reported 
 # Reported unit of each PyG target's MAE (PyG QM9 docs; energies converted eV -> meV above)
 UNITS = {0: "D", 1: "a0^3", 4: "eV", 5: "a0^2", 7: "eV", 8: "eV", 9: "eV", 10: "eV", 11: "cal/(mol K)",
          16: "GHz", 17: "GHz", 18: "GHz", **{t: "meV" for t in MEV_TARGETS}}
-SPLIT_FILE = Path(__file__).resolve().parents[2] / "datasets" / "qm9_data" / "libmtl_random_split.npy"
+SPLIT_FILE = PACKAGE / "datasets" / "qm9_data" / "libmtl_random_split.npy"
 SPLITS = ("libmtl", "seeded")
 
 
@@ -97,16 +98,6 @@ def split_indices(kind: str = "libmtl", n_test: int = 10_000, n_val: int = 10_00
     return parts
 
 
-def prepare(root: str | None = None, features: str = "pyg", ghost_bonds: bool = True, limit: int | None = None,
-            progress: bool = True, graph: str = "complete", precompute: bool = True) -> Path:
-    """Build this benchmark's QM9 cache (and its precomputed graphs) if absent, before jobs start;
-    returns its folder."""
-    ds = QM9(root=root, features=features, ghost_bonds=ghost_bonds, limit=limit, progress=progress)
-    if precompute:
-        PrecomputedGraphs(ds, graph, progress=progress)
-    return Path(ds.processed_dir)
-
-
 class QM9Benchmark(Benchmark):
     name = "qm9"
 
@@ -125,7 +116,7 @@ class QM9Benchmark(Benchmark):
             raise ValueError(f"qm9: target indices {bad} outside 0..{len(TARGETS) - 1}")
         self.targets = targets
         transform = reference_transform(graph)  # also rejects an unknown graph before any build
-        if data_file is not None:  # a QM9-format fixture file (datasets.qm9.write_fixture): no qm9pack
+        if data_file is not None:  # a QM9-format fixture file (mtl.datasets.qm9.write_fixture): no qm9pack
             self.source = QM9File(data_file)
         else:
             self.source = QM9(root=root, features=features, ghost_bonds=ghost_bonds, limit=limit, progress=progress)
@@ -158,7 +149,7 @@ class QM9Benchmark(Benchmark):
         # generator before the sampler draws its permutation, a reused (persistent) one does not, so
         # after train_batches reseeds the generator an uninterrupted run's epoch e and a resumed run's
         # epoch e would shuffle differently (tested). Starting the workers again each epoch costs a
-        # fork per worker (measured in mtl/bench/loader.py), small against an epoch of steps.
+        # fork per worker (measured in mtl/perf/loader.py), small against an epoch of steps.
         common = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available())
         if precompute:  # each batch gathered from the storage at once (same batches as below, tested)
             def loader(split, size, **kw):

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from models.base import HPS
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
+from mtl.models.base import HPS
+from mtl.benchmarks.base import Benchmark, MetricSpec, TaskSpec, stack_task_losses, task_indices
 
 
 def make_data(n: int, dim: int, scales: list[float], noise: float, gen: torch.Generator, A, W):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.base import MultiTaskModel
-from mtl.benchmark import Benchmark, MetricSpec, TaskSpec
+from mtl.models.base import MultiTaskModel
+from mtl.benchmarks.base import Benchmark, MetricSpec, TaskSpec
 
 LOWER = 5e-6
 OFFSET = 20.0

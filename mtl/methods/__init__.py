@@ -19,7 +19,8 @@ import pkgutil
 
 from mtl.errors import UnknownName
 from mtl.methods._hparams import check_hparams
-from mtl.methods.base import Aggregate, GradientMethod, LossWeighting, Method, Representation
+from mtl.engine import Representation
+from mtl.methods.base import Aggregate, GradientMethod, LossWeighting, Method
 from mtl.methods.registry import _REGISTRY, register
 
 _SKIP = {"base", "registry"}

@@ -192,10 +192,8 @@ class MethodPart(Spec):
 # ---- constructor introspection ------------------------------------------------------------------
 def _init_chain(cls: type):
     """The __init__ signatures a call `cls(num_tasks, **kw)` goes through, following **kwargs up the MRO."""
-    from mtl.methods.base import Method
-
-    for klass in cls.__mro__:
-        if not (isinstance(klass, type) and issubclass(klass, Method)) or "__init__" not in vars(klass):
+    for klass in cls.__mro__:  # the method classes (they declare `hparams`) that define __init__
+        if not (isinstance(klass, type) and hasattr(klass, "hparams")) or "__init__" not in vars(klass):
             continue
         params = list(inspect.signature(klass.__init__).parameters.values())[1:]
         yield klass, params
@@ -311,6 +309,4 @@ def check_hparams(cls: type, num_tasks: int | None, hparams: Mapping[str, Any], 
 
 
 def _is_loss_weighting(cls: type) -> bool:
-    from mtl.methods.base import LossWeighting
-
-    return issubclass(cls, LossWeighting)
+    return getattr(cls, "weights_losses", False)

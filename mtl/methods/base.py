@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from mtl.engine import (MODES, GradientEngine, NonFiniteGradients, TaskGradients, accumulate_grads,
+from mtl.engine import (Representation, MODES, GradientEngine, NonFiniteGradients, TaskGradients, accumulate_grads,
                         assign_flat_grad)
 from mtl.errors import InvalidCombination, InvalidLoss, MissingEpochStatistics
 from mtl.methods._hparams import Bool, Choice, Either, Instance, Spec
@@ -86,27 +86,6 @@ def check_losses(method: "Method", losses, *, values: bool = True, force: bool =
 
 
 @dataclass
-class Representation:
-    """The shared representation in rep-grad mode.
-
-    value: encoder output, still attached to the encoder's graph.
-    leaf: `value.detach().requires_grad_()`, the tensor the task heads consumed.
-    """
-
-    value: torch.Tensor
-    leaf: torch.Tensor
-
-    @staticmethod
-    def split(value: torch.Tensor) -> "Representation":
-        """Under bf16/fp16 autocast the encoder's output is cast to fp32 here: the heads get an fp32
-        leaf, so the per-task representation gradients the method combines are fp32 (and fp16 loss
-        scaling unscales them without underflow, see `mtl.precision.LossScaling`)."""
-        if value.dtype in (torch.float16, torch.bfloat16):
-            value = value.float()
-        return Representation(value, value.detach().requires_grad_())
-
-
-@dataclass
 class Aggregate:
     """What a gradient method makes of the task gradients: weights (so the update is
     weights @ G) and/or an explicit direction in the same space as G."""
@@ -151,6 +130,8 @@ class Method(nn.Module):
     min_tasks_reason: ClassVar[str] = ""
     # takes the log of the raw losses itself (STCH, FAMO, GLS's geometric mean), whatever loss_transform
     logs_losses: ClassVar[bool] = False
+    # a loss weighting (it combines the losses, one backward pass) rather than a gradient method
+    weights_losses: ClassVar[bool] = False
     # Method.backward reads the loss signs itself (one host sync) unless its caller has checked them
     # with `loss_flags` (the trainer does, in the read it makes anyway for non-finite losses)
     checks_loss_values: bool = True
@@ -319,6 +300,8 @@ class LossWeighting(Method):
     objective carries learnable parameters (UW, IMTL-L). A gradient method can consume the
     per-task terms instead of raw losses (IGB + Nash-MTL, UW + PCGrad, ...).
     """
+
+    weights_losses = True
 
     def weights(self, losses: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

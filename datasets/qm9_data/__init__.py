@@ -1,1 +1,0 @@
-"""Data files shipped with the QM9 benchmark (see README.md here for provenance)."""

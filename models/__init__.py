@@ -1,1 +1,0 @@
-"""Encoders, heads and multi-task architectures (HPS, MTAN, Cross-stitch), one module per family."""

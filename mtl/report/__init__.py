@@ -1,0 +1,1 @@
+"""Reporting: the run store (every finished run as one DataFrame), tables and plots."""

@@ -1,0 +1,67 @@
+"""What may change when a run directory is resumed.
+
+A run directory belongs to the settings it was started with (its `config.yaml`). Re-running it with
+other settings would silently continue the old training under a config file that records the new
+ones, so the trainer compares the two before resuming and refuses any change that can alter the
+results. Keys below cannot: where the run directory lives (results folders get moved), where logs go, how progress is shown, which launcher or device index
+runs the job, how often checkpoints are written, which callbacks watch the loop. `trainer.epochs` may grow (train longer); it may
+not shrink (the finished epochs would not be those of a shorter run).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+# prefixes of dotted keys whose change cannot alter a run's results
+MAY_CHANGE = (
+    "logger.", "run.root", "run.dir", "run.force", "run.wait_for_lock", "run.keep_checkpoint", "run.checkpoint",
+    "trainer.progress", "trainer.log_every_steps", "trainer.checkpoint_every", "trainer.callbacks",
+    "trainer.kill_after_epoch", "trainer.signal_after_steps",  # testing aids older run directories record
+    "device", "threads", "runtime.",
+)
+MAY_GROW = ("trainer.epochs", "benchmark.protocol.epochs")
+# named alternative STL references: no code reads them; one that is used is interpolated into
+# `reference`/`reference_m`, which are stored resolved and compared (`reference_igb.`: their name in
+# configs stored before `references` existed)
+UNREAD = ("benchmark.protocol.references.", "benchmark.protocol.reference_igb.")
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        if not d and prefix:
+            out[prefix[:-1]] = {}
+        return out
+    return {prefix[:-1]: d}
+
+
+def _allowed(key: str, old: Any, new: Any) -> bool:
+    if any(key == p or (p.endswith(".") and key.startswith(p)) for p in (*MAY_CHANGE, *UNREAD)):
+        return True
+    if key in MAY_GROW and isinstance(old, int) and isinstance(new, int):
+        return new >= old
+    return False
+
+
+def changed_keys(stored_yaml: str, current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """[(key, stored value, new value)] for every difference that could change the results."""
+    old, new = flatten(yaml.safe_load(stored_yaml) or {}), flatten(current)
+    missing = object()
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, missing), new.get(key, missing)
+        # an optional key the schema (mtl/config/schema.py) fills with null means the same as no key
+        if a == b or (a is missing and b is None) or (a is None and b is missing) or _allowed(key, a, b):
+            continue
+        out.append((key, "<absent>" if a is missing else a, "<absent>" if b is missing else b))
+    return out
+
+
+def describe(changes: list[tuple[str, Any, Any]], limit: int = 8) -> str:
+    parts = [f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:limit]]
+    if len(changes) > limit:
+        parts.append(f"... {len(changes) - limit} more")
+    return "; ".join(parts)

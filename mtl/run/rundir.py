@@ -1,0 +1,221 @@
+"""A run's results are files: config.yaml, metrics.jsonl, summary.json, checkpoint.pt.
+
+Writes are atomic (temp file + rename) so a run killed at any moment leaves either the previous
+or the new file, never a torn one; finished results are never overwritten unless forced.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from mtl.errors import DamagedFile, RunLocked, StorageError, brief
+
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+LOCK = ".lock"
+REPLACED_SUMMARY = "summary.replaced.json"  # a forced re-run keeps the result it replaces here
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    """Write to a temporary file, then rename over `path`: the old file stays intact if anything
+    fails (full disk, read-only folder, a kill), and the failure is one line naming the file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: a stray second writer never shares it
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(f"cannot write {path}: {_storage_reason(path, err)}") from None
+
+
+def _storage_reason(path: Path, err: Exception) -> str:
+    import errno
+    import shutil
+
+    code = getattr(err, "errno", None)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{path.parent} is not writable ({os.strerror(code)}); fix its permissions or write "
+                f"elsewhere with run.root=<dir>")
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 64 * 2**20):
+        left = f"{free / 2**20:.0f} MiB left" if free is not None else "no space left"
+        return (f"the disk is full ({left}); free space, or write elsewhere with run.root=<dir> "
+                f"(run.keep_checkpoint=false keeps only finished summaries)")
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    return obj
+
+
+class RunDir:
+    """One run's folder, e.g. results/runs/<benchmark>/<method>/seed<s>/."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def create(self) -> "RunDir":
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(f"cannot create {self.path}: {_storage_reason(self.path, err)}") from None
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / SUMMARY).exists()
+
+    def write_config(self, yaml_text: str) -> None:
+        _atomic_write_bytes(self.path / CONFIG, lambda f: f.write(yaml_text.encode()))
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.jsonl from the history (consistent with the checkpoint after a resume)."""
+        text = "".join(json.dumps(to_jsonable(r)) + "\n" for r in history)
+        _atomic_write_bytes(self.path / METRICS, lambda f: f.write(text.encode()))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        p = self.path / METRICS
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        text = json.dumps(to_jsonable(summary), indent=2)
+        _atomic_write_bytes(self.path / SUMMARY, lambda f: f.write(text.encode()))
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads((self.path / SUMMARY).read_text())
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        _atomic_write_bytes(self.path / CHECKPOINT, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint on the CPU (the trainer moves it to the run's device), or None if there is
+        none. A damaged file stops the run: it is never silently ignored or overwritten."""
+        p = self.path / CHECKPOINT
+        if not p.exists():
+            return None
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - torch raises many types for a torn or foreign file
+            raise DamagedFile(
+                f"{p}: cannot be read as a checkpoint ({brief(err, 120)}); delete it "
+                f"to restart this run from scratch, or pass run.force=true") from None
+        if not isinstance(state, dict) or not {"model", "epoch", "history"} <= set(state):
+            raise DamagedFile(f"{p}: not a checkpoint of this suite (keys missing); delete it to restart "
+                              f"this run from scratch, or pass run.force=true")
+        return state
+
+    def delete_checkpoint(self) -> None:
+        (self.path / CHECKPOINT).unlink(missing_ok=True)
+
+    def read_config(self) -> str | None:
+        p = self.path / CONFIG
+        return p.read_text() if p.exists() else None
+
+    def check_finished(self) -> bool:
+        """True if summary.json exists and parses; a damaged one stops with instructions."""
+        p = self.path / SUMMARY
+        if not p.exists():
+            return False
+        try:
+            json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise DamagedFile(f"{p}: damaged ({err}); delete it and re-run to resume from the checkpoint, "
+                              f"or pass run.force=true to train this run again") from None
+        return True
+
+    def set_aside_summary(self) -> Path | None:
+        """Move a finished summary.json out of the way (run.force): kept as summary.replaced.json
+        until the new run writes its own, so a forced re-run that fails loses nothing."""
+        p = self.path / SUMMARY
+        if not p.exists():
+            return None
+        dest = self.path / REPLACED_SUMMARY
+        os.replace(p, dest)
+        return dest
+
+    @contextlib.contextmanager
+    def lock(self, wait: bool = False) -> Iterator[None]:
+        """Hold the run directory's writer lock (one training process per run directory).
+
+        A POSIX record lock (fcntl.lockf) on <run>/.lock: the kernel releases it when the holder
+        exits in any way, so a lock left by a killed process is taken over at once; lockf also
+        works across hosts on NFS v4 and Lustre, where SLURM array tasks share the results
+        directory. The holder writes its host, pid and SLURM job id into the file so that a second
+        process can name it. With `wait`, the second process blocks until the holder is gone.
+        """
+        self.create()
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder(fd)
+                if not wait:
+                    raise RunLocked(
+                        f"{self.path} is being trained by another process ({holder}); wait for it "
+                        f"to finish, stop it, or pass run.wait_for_lock=true to wait") from None
+                print(f"[mtl] {self.path} is held by {holder}; waiting (run.wait_for_lock=true)", flush=True)
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+            info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "slurm_job": os.environ.get("SLURM_JOB_ID")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except ValueError:
+        info = {}
+    if not info:
+        return "a process that has not written its name yet"
+    job = f", SLURM job {info['slurm_job']}" if info.get("slurm_job") else ""
+    return f"pid {info.get('pid')} on {info.get('host')}{job}, since {info.get('since')}"
+
+
+def git_commit() -> str | None:
+    """The project's git commit (with '-dirty' if the tree has changes), or None outside git."""
+    from mtl.paths import PACKAGE
+
+    root = PACKAGE
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("-dirty" if dirty else "")) if sha else None

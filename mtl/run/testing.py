@@ -1,0 +1,94 @@
+"""Test-only callbacks: crash or signal a training process at a chosen point, and record the hooks
+the trainer calls. No benchmark run uses them; tests attach them through `trainer.callbacks`, e.g.
+`python -m mtl.train ... "trainer.callbacks=[{_target_:mtl.run.testing.KillAfterEpoch,epoch:0}]"`
+(the helpers below write these overrides).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from signal import SIGKILL, Signals
+from typing import Any
+
+from mtl.run.callbacks import Callback
+
+
+class KillAfterEpoch(Callback):
+    """SIGKILL this process after epoch `epoch`'s end-of-epoch hooks (checkpoint, metrics.jsonl,
+    logger, console line): a crash in which no cleanup runs."""
+
+    def __init__(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def on_epoch_end(self, trainer, state, epoch, record) -> None:
+        if epoch == self.epoch:
+            os.kill(os.getpid(), SIGKILL)
+
+
+class SignalAfterSteps(Callback):
+    """Send this process `signal` (a name, SIGUSR1 by default) after the run's `steps`-th training
+    step: a preemption notice in the middle of an epoch."""
+
+    def __init__(self, steps: int, signal: str = "SIGUSR1"):
+        self.steps, self.signum = int(steps), Signals[signal]
+
+    def on_step_end(self, trainer, state, step, stats) -> None:
+        if step == self.steps:
+            os.kill(os.getpid(), self.signum)
+
+
+class Recorder(Callback):
+    """Appends one JSON line per hook call to `path`: {"hook": name, ...arguments that are numbers}."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def _write(self, hook: str, **fields: Any) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"hook": hook, **fields}) + "\n")
+
+    def on_fit_start(self, trainer, state) -> None:
+        self._write("on_fit_start", epoch=state["epoch"], global_step=state["global_step"])
+
+    def on_epoch_start(self, trainer, state, epoch, total, done) -> None:
+        self._write("on_epoch_start", epoch=epoch, total=total, done=done)
+
+    def on_step_end(self, trainer, state, step, stats) -> None:
+        self._write("on_step_end", step=step)
+
+    def on_steps_end(self, trainer, state, epoch) -> None:
+        self._write("on_steps_end", epoch=epoch)
+
+    def on_epoch_end(self, trainer, state, epoch, record) -> None:
+        self._write("on_epoch_end", epoch=epoch, record_epoch=record["epoch"], history=len(state["history"]))
+
+    def on_preempt(self, trainer, state) -> None:
+        partial = state["partial"]
+        self._write("on_preempt", epoch=state["epoch"], steps=partial["steps"] if partial else None)
+
+    def on_fit_end(self, trainer, state, summary) -> None:
+        self._write("on_fit_end", epochs=summary["epochs"], steps=summary["steps"])
+
+    def on_close(self, trainer, state) -> None:
+        self._write("on_close")
+
+
+def callbacks(*entries: str) -> str:
+    """The override attaching `entries` (each "module.Class,arg:value,...") as trainer.callbacks."""
+    return "trainer.callbacks=[" + ",".join(f"{{_target_:{e}}}" for e in entries) + "]"
+
+
+def kill_after_epoch(epoch: int) -> str:
+    """The override that SIGKILLs the run after epoch `epoch` (see KillAfterEpoch)."""
+    return callbacks(f"mtl.run.testing.KillAfterEpoch,epoch:{epoch}")
+
+
+def signal_after_steps(steps: int, name: str = "SIGUSR1") -> str:
+    """The override that signals the run after its `steps`-th step (see SignalAfterSteps)."""
+    return callbacks(f"mtl.run.testing.SignalAfterSteps,steps:{steps},signal:{name}")
+
+
+def recorder(path: str | Path) -> str:
+    """The override that records every hook call to `path` (see Recorder)."""
+    return callbacks(f"mtl.run.testing.Recorder,path:'{path}'")

@@ -1,0 +1,82 @@
+"""Check a composed config before anything is written: a run with a bad value stops with one line
+naming the key and the fix while its run directory (and any finished result in it) is untouched."""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mtl.errors import InvalidValue, MTLError
+from mtl.run.precision import PRECISIONS
+from mtl.scoring.selection import RULES
+
+GRAD_ENGINES = ("loop", "batched", "auto")
+
+
+def _int(cfg: DictConfig, key: str, minimum: int, *, optional: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        more = " or null" if optional else ""
+        raise InvalidValue(f"{key}={value!r}: must be an integer >= {minimum}{more}")
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if allow_zero else value > 0):
+        raise InvalidValue(f"{key}={value!r}: must be a {'non-negative' if allow_zero else 'positive'} number")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise InvalidValue (an MTLError) for the first invalid value found."""
+    _int(cfg, "seed", 0)
+    _int(cfg, "trainer.epochs", 1)
+    _int(cfg, "trainer.max_steps_per_epoch", 1, optional=True)
+    _int(cfg, "trainer.checkpoint_every", 1)
+    _int(cfg, "threads", 1, optional=True)
+    if cfg.grad_engine not in GRAD_ENGINES:
+        raise InvalidValue(f"grad_engine={cfg.grad_engine!r}: unknown; choose one of {', '.join(GRAD_ENGINES)}")
+    precision = OmegaConf.select(cfg, "trainer.precision") or "fp32"
+    if precision not in PRECISIONS:
+        raise InvalidValue(f"trainer.precision={precision!r}: unknown; choose one of {', '.join(PRECISIONS)} "
+                           f"(fp32 is the papers' setting)")
+    protocol = cfg.benchmark.protocol
+    for key in ("selection", "report"):
+        rules = protocol.get(key)
+        for rule in ([rules] if isinstance(rules, str) else list(rules or [])):
+            if rule not in RULES:
+                raise InvalidValue(f"benchmark.protocol.{key}={rule!r}: unknown selection rule; "
+                                   f"choose one of {', '.join(RULES)}")
+    _positive(cfg, "benchmark.protocol.optimizer.lr", allow_zero=True)  # lr=0: a frozen model (tests)
+    for key in ("benchmark.build.batch_size",
+                "benchmark.build.eval_batch_size", "benchmark.build.train_batch_size",
+                "benchmark.build.test_batch_size"):
+        _positive(cfg, key)
+    _check_method(cfg)
+    from mtl.run.loggers import check_logger
+
+    check_logger(OmegaConf.to_container(cfg.logger, resolve=True))
+
+
+def num_tasks(cfg: DictConfig) -> int:
+    """T without loading data, from the benchmark registry."""
+    from mtl.benchmarks import from_config
+
+    return len(from_config(cfg.benchmark).tasks)
+
+
+def _check_method(cfg: DictConfig) -> None:
+    """Build the method once on the CPU: its constructor checks names, values and combinations."""
+    from mtl import methods
+
+    hp: dict[str, Any] = OmegaConf.to_container(cfg.method, resolve=True)
+    name = hp.pop("name")
+    try:
+        methods.create(name, num_tasks=num_tasks(cfg), engine=cfg.grad_engine, **hp)
+    except MTLError:
+        raise
+    except (TypeError, ValueError, KeyError) as err:
+        raise InvalidValue(f"method={name}: {err}") from None

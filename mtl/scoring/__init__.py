@@ -1,0 +1,1 @@
+"""Scoring runs: Δp/Δm against the single-task reference and the epoch-selection rules."""
