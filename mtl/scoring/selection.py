@@ -77,6 +77,9 @@ def select(history: Sequence[dict[str, Any]], rule: str,
             best_score, best_i = -math.inf, 0
         else:
             raise ValueError(f"selection_baseline {baseline!r} unknown; choose one of {BASELINES}")
+        if not any(math.isfinite(s) or s == math.inf for s in scores):
+            raise ValueError(f"no epoch has a finite {split} score ({scores[:3]}...): the {split} metrics are "
+                             f"NaN (an empty {split} split?); nothing can be selected")
         for i, s in enumerate(scores):  # NaN never wins (both comparisons are False)
             if s > best_score or (ties == "latest" and s == best_score):
                 best_score, best_i = s, i
