@@ -584,7 +584,9 @@ RUN_CASES = [
     # damaged run files (the run was killed after epoch 0; the summary case uses a finished run)
     RunCase("checkpoint-truncated", [], ["checkpoint.pt", "cannot be read", "delete it"], prepare=truncate_checkpoint),
     RunCase("checkpoint-random-bytes", [], ["checkpoint.pt", "cannot be read"], prepare=random_checkpoint),
-    RunCase("checkpoint-other-model", [], ["checkpoint.pt", "does not fit", "run.force=true"], prepare=foreign_checkpoint),
+    # the checkpoint records its run (here db_mtl_other, a model of another size): refused before loading
+    RunCase("checkpoint-other-model", [], ["checkpoint.pt", "a checkpoint of run synthetic/db_mtl_other/seed0",
+            "run.force=true"], prepare=foreign_checkpoint),
     RunCase("summary-corrupt", [], ["summary.json", "damaged", "run.force=true"], prepare=corrupt_summary),
     RunCase("metrics-corrupt-is-rebuilt", [], [], code=0, prepare=corrupt_metrics),
     # environment

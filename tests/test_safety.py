@@ -25,6 +25,16 @@ class Evil:
         return os.system, (f"touch {self.marker}",)
 
 
+class EvilSubprocess(Evil):
+    """The same through subprocess, a module torch does not block outright: PyG's loader retries such
+    a file with weights_only=False."""
+
+    def __reduce__(self):
+        import subprocess
+
+        return subprocess.call, (["touch", self.marker],)
+
+
 def evil_pickle(path: Path, marker: Path, payload=None) -> None:
     torch.save(payload if payload is not None else {"model": {}, "epoch": 0, "history": [], "x": Evil(marker)}, path)
 
@@ -37,6 +47,9 @@ def test_a_malicious_checkpoint_does_not_run(tmp_path):
     marker = tmp_path / "PWNED"
     evil_pickle(tmp_path / "checkpoint.pt", marker)
     with pytest.raises(DamagedFile, match="not a checkpoint of this suite .*posix.system.*nothing of it was run"):
+        RunDir(tmp_path).load_checkpoint()
+    evil_pickle(tmp_path / "checkpoint.pt", marker, {"model": {}, "epoch": 0, "history": [], "x": EvilSubprocess(marker)})
+    with pytest.raises(DamagedFile, match=r"not a checkpoint of this suite .*\.call, "):
         RunDir(tmp_path).load_checkpoint()
     assert not marker.exists()
 
@@ -83,7 +96,7 @@ def test_a_planted_qm9_storage_file_does_not_run(tmp_path):
     root = tmp_path / "qm9"
     ds = Q.QM9(root=root, limit=20, progress=False)
     marker = tmp_path / "PWNED"
-    evil_pickle(Path(ds.processed_paths[0]), marker, payload=({"x": Evil(marker)}, {}, Q.Data))
+    evil_pickle(Path(ds.processed_paths[0]), marker, payload=({"x": EvilSubprocess(marker)}, {}, Q.Data))
     with pytest.raises(DatasetDamaged, match="cannot be read"):
         Q.QM9(root=root, limit=20, progress=False)
     assert not marker.exists()
