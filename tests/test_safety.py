@@ -212,3 +212,21 @@ def test_forced_rerun_that_fails_leaves_the_finished_run_in_tables(tmp_path, fin
          "benchmark.protocol.optimizer.lr=0.01"])
     assert (path / "summary.replaced.json").read_text() == old and not (path / ".rerun").exists()
     assert "0.01" in (path / "config.yaml").read_text()
+
+
+def test_a_promotion_stopped_half_way_is_completed_on_the_next_start(tmp_path):
+    from mtl.run.rundir import RunDir
+
+    final = RunDir(tmp_path / "seed0").create()
+    for name in ("summary.json", "config.yaml", "metrics.jsonl", "checkpoint.pt"):
+        (final.path / name).write_text(f"old {name}")
+    stage = final.staging()
+    for name in ("summary.json", "config.yaml", "metrics.jsonl", "checkpoint.pt"):
+        (stage.path / name).write_text(f"new {name}")
+    os.replace(stage.path / "config.yaml", final.path / "config.yaml")  # killed after the first rename
+    assert final.pending_promotion
+    final.finish_promotion()
+    assert {p.name: p.read_text() for p in final.path.iterdir() if p.is_file()} == {
+        "summary.json": "new summary.json", "config.yaml": "new config.yaml", "metrics.jsonl": "new metrics.jsonl",
+        "checkpoint.pt": "new checkpoint.pt", "summary.replaced.json": "old summary.json"}
+    assert not stage.path.exists() and not final.pending_promotion

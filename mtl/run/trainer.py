@@ -492,12 +492,16 @@ class Trainer:
         if named and not bool(torch.stack([torch.isfinite(t).all() for _, t in named]).all()):
             bad = next(n for n, t in named if not bool(torch.isfinite(t).all()))
             what = f"parameter {bad} is not finite"
-        elif state["history"] and state["partial"] is None:
-            record = state["history"][-1]
+        elif len(state["history"]) > 1 and state["partial"] is None:
+            # a metric that was finite an epoch ago and is not now (one that is NaN from the start is
+            # structural, e.g. no valid pixels in a tiny fixture; an empty split is refused in setup)
+            record, prev = state["history"][-1], state["history"][-2]
             for split in ("val", "test"):
                 for task, values in (record.get(split) or {}).items():
                     for metric, value in values.items():
-                        if bad is None and isinstance(value, (int, float)) and not math.isfinite(value):
+                        before = ((prev.get(split) or {}).get(task) or {}).get(metric)
+                        if (bad is None and isinstance(value, (int, float)) and not math.isfinite(value)
+                                and isinstance(before, (int, float)) and math.isfinite(before)):
                             bad, what = f"{split}/{task}/{metric}", f"{split} metric {task}/{metric} = {value}"
         if bad is None:
             return
