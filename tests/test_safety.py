@@ -230,3 +230,20 @@ def test_a_promotion_stopped_half_way_is_completed_on_the_next_start(tmp_path):
         "summary.json": "new summary.json", "config.yaml": "new config.yaml", "metrics.jsonl": "new metrics.jsonl",
         "checkpoint.pt": "new checkpoint.pt", "summary.replaced.json": "old summary.json"}
     assert not stage.path.exists() and not final.pending_promotion
+
+
+def test_mixed_settings_in_a_row_not_shown_do_not_stop_the_table(tmp_path, finished_run):
+    from mtl.errors import MixedSettings
+    from mtl.report.tables import build_table
+
+    root = tmp_path / "runs"
+    place_finished(finished_run, root)
+    sweep = root / "synthetic" / "ew_lr"
+    for s, lr in ((0, 0.1), (1, 0.2)):
+        shutil.copytree(finished_run, sweep / f"seed{s}")
+        summary = json.loads((sweep / f"seed{s}" / "summary.json").read_text())
+        (sweep / f"seed{s}" / "summary.json").write_text(json.dumps({**summary, "seed": s, "tag": "_lr"}))
+        edit_config(sweep / f"seed{s}", benchmark__protocol__optimizer__lr=lr)
+    assert "ew_lr" not in set(build_table("synthetic", root)["name"])  # tagged rows are not shown by default
+    with pytest.raises(MixedSettings, match="ew_lr: its seeds"):
+        build_table("synthetic", root, include_tags=True)

@@ -59,12 +59,13 @@ def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: st
     for _, r in df.iterrows():
         folder, seed = r["method"], int(r["seed"])
         metrics = metrics_of(r, keys)
-        out.settings.setdefault(folder, {})[seed] = result_settings(r)
         m = _STL_DIR.match(folder)
         if m and r["trained"] == "stl":
             task = tasks[int(m.group(1))]
             stl_parts.setdefault(seed, {})[task] = metrics.get(task, {})
             out.paths.setdefault("stl", []).append(r["path"])
+            if only is None or "stl" in only:
+                out.settings.setdefault(folder, {})[seed] = result_settings(r)
             continue
         tagged = folder != r["trained"]
         if only is not None and folder not in only:
@@ -73,6 +74,7 @@ def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: st
             continue
         out.seeds.setdefault(folder, {})[seed] = metrics
         out.paths.setdefault(folder, []).append(r["path"])
+        out.settings.setdefault(folder, {})[seed] = result_settings(r)  # rows shown only: check_settings
     if stl_parts and (only is None or "stl" in only):
         out.seeds["stl"] = dict(sorted(stl_parts.items()))
     return out
