@@ -458,6 +458,11 @@ def plots_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="results/tables")
     ap.add_argument("--all-tags", action="store_true", help="include tagged runs (sweep points)")
     args = ap.parse_args(argv)
+    empty = [b for b in args.benchmarks if not run_dirs(args.root, b)]
+    if empty:  # as tables: a misspelled --root must not replace good figures with empty ones
+        print(f"error: no finished runs of {', '.join(empty)} under {args.root}; no figure written. Check --root "
+              f"(it must match run.root) and the benchmark name", file=sys.stderr)
+        return 2
     for b in args.benchmarks:
         for p in benchmark_plots(build_table(b, args.root, include_tags=args.all_tags), args.out):
             print("written:", p)
