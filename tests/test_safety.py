@@ -247,3 +247,15 @@ def test_mixed_settings_in_a_row_not_shown_do_not_stop_the_table(tmp_path, finis
     assert "ew_lr" not in set(build_table("synthetic", root)["name"])  # tagged rows are not shown by default
     with pytest.raises(MixedSettings, match="ew_lr: its seeds"):
         build_table("synthetic", root, include_tags=True)
+
+
+def test_a_checkpoint_of_the_previous_format_is_refused_with_its_reason(tmp_path):
+    """Before weights_only, the numpy RNG state was stored as a numpy array."""
+    import numpy as np
+
+    from mtl.errors import DamagedFile
+    from mtl.run.rundir import RunDir
+
+    torch.save({"model": {}, "epoch": 0, "history": [], "rng": {"numpy": np.random.get_state()}}, tmp_path / "checkpoint.pt")
+    with pytest.raises(DamagedFile, match="older version of this suite .*numpy.*run.force=true"):
+        RunDir(tmp_path).load_checkpoint()

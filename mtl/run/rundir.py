@@ -142,6 +142,11 @@ class RunDir:
                     f"is kept as it is. Free memory (other processes on this machine) or resume on a "
                     f"machine with more RAM; do not delete it") from None
             unsafe = re.search(r"(?:Unsupported global: |unsupported )GLOBAL (\S+)", str(err))
+            if unsafe and unsafe.group(1).startswith("numpy."):  # this suite's checkpoints before weights_only
+                raise DamagedFile(
+                    f"{p}: written by an older version of this suite (or other code): it holds numpy objects "
+                    f"({unsafe.group(1)}), which checkpoints are no longer allowed to; it was not loaded. "
+                    f"Finish the run with that version, or {restart}") from None
             if unsafe:
                 raise DamagedFile(
                     f"{p}: not a checkpoint of this suite (unpickling it would call {unsafe.group(1)}, which "
