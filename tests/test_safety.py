@@ -259,3 +259,21 @@ def test_a_checkpoint_of_the_previous_format_is_refused_with_its_reason(tmp_path
     torch.save({"model": {}, "epoch": 0, "history": [], "rng": {"numpy": np.random.get_state()}}, tmp_path / "checkpoint.pt")
     with pytest.raises(DamagedFile, match="older version of this suite .*numpy.*run.force=true"):
         RunDir(tmp_path).load_checkpoint()
+
+
+@pytest.mark.parametrize("tag,message", [
+    ("/../../x", "run.tag='/../../x': may hold only"), ("/sub", "run.tag='/sub'"), ("..", "run.tag='..'"),
+    ("_" + "a" * 299, "run.tag: 300 characters long"), ("_${nosuch.key}", "run.tag / run.dir: cannot be resolved"),
+    ("_beta0.5_sqrtk", None), ("_lr1e-3", None), ("", None)])
+def test_run_path_checks(tag, message):
+    from mtl.config.compose import compose
+    from mtl.errors import InvalidValue
+    from mtl.run.validate import check_run_path
+
+    cfg = compose([f"run.tag={tag}", "run.root=/tmp/mtl-runs"])
+    if message is None:
+        check_run_path(cfg)
+        return
+    with pytest.raises(InvalidValue) as err:
+        check_run_path(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)

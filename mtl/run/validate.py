@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mtl.errors import InvalidValue, MTLError
+from mtl.errors import InvalidValue, MTLError, brief
 from mtl.run.precision import PRECISIONS
 from mtl.scoring.selection import RULES
 
@@ -43,7 +43,14 @@ def check_run_path(cfg: DictConfig) -> None:
     """Raise InvalidValue unless the run directory is a plain folder inside run.root: tag, benchmark
     and method names of letters, digits and _ . + = , - (no /, no leading dot), at most 100
     characters each, and run.dir below run.root."""
-    tag = OmegaConf.select(cfg, "run.tag")
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        tag = OmegaConf.select(cfg, "run.tag")
+        str(cfg.run.dir)
+    except OmegaConfBaseException as err:
+        raise InvalidValue(f"run.tag / run.dir: cannot be resolved ({brief(err, 160)}); use a plain value or an "
+                           f"interpolation of an existing key, e.g. 'run.tag=_${{method.task}}'") from None
     tag = "" if tag is None else str(tag)
     if len(tag) > MAX_NAME:
         raise InvalidValue(f"run.tag: {len(tag)} characters long; at most {MAX_NAME} (it becomes part of a "
