@@ -108,8 +108,15 @@ def test_selection_refuses_when_every_epoch_scores_nan():
 
     nan = float("nan")
     history = [{"epoch": e, "val": {"t": {"m": nan}}, "test": {"t": {"m": 1.0}}, "val_delta_p": nan} for e in range(3)]
-    with pytest.raises(ValueError, match="no epoch has a finite val score"):
+    with pytest.raises(ValueError, match="every val metric of every epoch is NaN"):
         select(history, "best_val", lambda m: {}, baseline="stl")
+    # a zero epoch-0 base makes LibMTL's improvement NaN for every epoch: epoch 0 wins, as in LibMTL
+    zero = [{"epoch": e, "val": {"t": {"m": 0.0}}, "test": {"t": {"m": 1.0}}} for e in range(2)]
+    tasks = [type("T", (), {"name": "t", "metrics": [type("M", (), {"name": "m", "higher_is_better": True})]})]
+    from mtl.scoring.selection import improvement
+
+    chosen = select(zero, "best_val", lambda m: {}, baseline="epoch0", improvement_fn=lambda n, b: improvement(n, b, tasks))
+    assert chosen["epoch"] == 0
 
 
 # ---- 2. tables and compare never mix settings ------------------------------------------------------
