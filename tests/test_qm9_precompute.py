@@ -130,7 +130,7 @@ def test_cache_built_once_reused_and_keyed(fixture_file, monkeypatch, tmp_path):
 
 
 def test_qm9_derived_cache_beside_the_source_and_prepared(source):
-    from mtl.benchmarks.qm9 import prepare
+    from mtl.datasets.qm9 import prepare
 
     folder = prepare(root=source.root, limit=LIMIT, graph="bonds", progress=False)
     stem = Path(source.processed_paths[0]).stem
