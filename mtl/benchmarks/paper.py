@@ -38,7 +38,6 @@ def campaign_methods() -> list[str]:
 _DENSE = {"mIoU": ("segmentation", "mIoU"), "PAcc": ("segmentation", "PAcc"),
           "AErr": ("depth", "AErr"), "RErr": ("depth", "RErr")}
 _NORMAL = {c: ("normal", c) for c in ("Mean", "MED", "Within11.25", "Within22.5", "Within30")}
-_QM9 = ("mu", "alpha", "homo", "lumo", "r2", "zpve", "U0", "U", "H", "G", "cv")
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,16 @@ class PaperTable:
     delta_p: str = "delta_p"
     delta_p_pm: str | None = "delta_p_pm"
     extra: dict[str, str] = field(default_factory=dict)  # our derived column -> paper column (e.g. avg)
+    task_metric: str | None = None  # set: one more column per registry task, named after it, of this metric
+
+    def column_map(self, benchmark: str) -> dict[str, tuple[str, str]]:
+        """Paper column -> (task, metric); with `task_metric` the task columns come from the
+        registry (mtl.benchmarks.spec), so the task names are not written here again."""
+        if self.task_metric is None:
+            return dict(self.columns)
+        from mtl.benchmarks import spec
+
+        return {**self.columns, **{t: (t, self.task_metric) for t in spec(benchmark).task_names}}
 
 
 TABLES: dict[str, PaperTable] = {
@@ -58,7 +67,7 @@ TABLES: dict[str, PaperTable] = {
                         {**_DENSE, **_NORMAL}),
     "cityscapes": PaperTable("dbmtl_table2_cityscapes_deeplab.csv", "DB-MTL Table 2: Cityscapes, DeepLabV3+",
                              dict(_DENSE)),
-    "qm9": PaperTable("dbmtl_table3_qm9.csv", "DB-MTL Table 3: QM9 (test MAE)", {t: (t, "mae") for t in _QM9}),
+    "qm9": PaperTable("dbmtl_table3_qm9.csv", "DB-MTL Table 3: QM9 (test MAE)", {}, task_metric="mae"),
     "office31": PaperTable(
         "dbmtl_table4_office.csv", "DB-MTL Table 4: Office-31, ResNet-18 (test accuracy %)",
         {"office31_amazon": ("amazon", "acc"), "office31_dslr": ("dslr", "acc"),
@@ -99,7 +108,7 @@ def load_paper(benchmark: str, paper_dir: Path = PAPER_DIR) -> PaperRows | None:
     table = paper_table(benchmark)
     if table is None:
         return None
-    keys = {col: f"{t}/{m}" for col, (t, m) in table.columns.items()}
+    keys = {col: f"{t}/{m}" for col, (t, m) in table.column_map(benchmark).items()}
     keys[table.delta_p] = "delta_p"
     if table.delta_p_pm:
         keys[table.delta_p_pm] = "delta_p_pm"
