@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtl.report.plots import _read_metrics
+from mtl.report.runs import read_metrics
 from mtl.report.runs import read_runs
 from mtl.report.tables import aggregate, delta_table_markdown
 from mtl.paths import project_root
@@ -193,7 +193,7 @@ def balancing_plot(runs: dict[str, str], out: Path, title: str) -> Path | None:
     per-task gradient norms of the shared parameters (metrics.jsonl method/weights, method/grad_norms)."""
     panels = []
     for method, run_dir in runs.items():
-        hist = _read_metrics(run_dir)
+        hist = read_metrics(run_dir)
         if not hist:
             continue
         weights = next(((k, label) for k, label in WEIGHT_KEYS if k in hist[0]), None)
