@@ -78,10 +78,6 @@ class MTAdam(GradientMethod):
     def __init__(self, num_tasks: int, *, betas: Sequence[float] = (0.9, 0.999, 0.9), eps: float = 1e-8,
                  ranks: Sequence[float] | None = None, **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if len(betas) != 3:
-            raise ValueError(f"MTAdam needs three betas (β1, β2, β3), got {betas}")
-        if ranks is not None and len(ranks) != num_tasks:
-            raise ValueError(f"MTAdam ranks must have {num_tasks} entries, got {len(ranks)}")
         self.betas = tuple(float(b) for b in betas)
         self.eps = eps
         self.ranks = None if ranks is None else torch.tensor(list(ranks), dtype=torch.float32)
