@@ -53,7 +53,7 @@ Next steps
       python -m mtl.train benchmark=qm9 method=db_mtl seed=0   # or one run
   * Regenerate a paper table from finished runs (ours vs the published numbers, Δp, Δm, mean rank):
       make tables                              # -> results/tables/qm9.{md,tex,csv} and plots
-  * Compare a new method (mtl/methods/<name>.py + configs/method/<name>.yaml, README "Add a method"):
+  * Compare a new method (mtl/methods/<name>.py + configs/method/<name>.yaml, docs/methods.md "Add a method"):
       make compare METHOD=<name> BENCH=qm9     # try it here first: BENCH=qm9_small"""
 
 
