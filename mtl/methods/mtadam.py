@@ -16,7 +16,7 @@ this follows the paper's Algorithm 1 and the authors' `mtadam.py`, adapted to th
    the denominators over terms, as the authors' code (the paper's Algorithm 1 prints the same).
 5. `.grad` of the shared parameters receives d, so a plain SGD step with lr α reproduces MTAdam
    for the shared parameters; the authors' `lr` and weight decay are the trainer optimizer's.
-   With Adam as trainer optimizer the result is Adam applied to d (flagged in the README).
+   With Adam as trainer optimizer the result is Adam applied to d (flagged in docs/methods.md).
 6. task heads get the plain gradient of their own loss (each head has one term, so MTAdam's
    balancing is the identity there) and are stepped by the trainer's optimizer.
 Not available with rep-grad (the moments live on parameters).
