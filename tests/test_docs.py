@@ -36,3 +36,14 @@ def test_docs_build_strictly_without_warnings(tmp_path):
     assert (site / "speed" / "index.html").exists()
     db = (site / "methods" / "db_mtl" / "index.html").read_text()
     assert "LibMTL weighting/DB_MTL.py" in db and "a number in [0, 1)" in db  # docstring and spec
+
+
+def test_every_method_module_has_the_docstring_its_page_shows():
+    """A method's page is its module docstring (formula, reference): a new method needs one."""
+    import importlib
+
+    from mtl import methods
+
+    for name in methods.available():
+        doc = importlib.import_module(methods.get_class(name).__module__).__doc__ or ""
+        assert len(doc.strip()) > 40, f"{name}: write the formula and the reference in its module docstring"
