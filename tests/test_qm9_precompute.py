@@ -11,6 +11,7 @@ import torch
 
 from mtl.datasets import qm9 as Q
 from mtl.datasets.fixtures import write_fixture
+from mtl.datasets.qm9.graphs import _graph_edges
 from mtl.benchmarks import qm9 as B
 from mtl.errors import DatasetDamaged
 from mtl.run.testing import kill_after_epoch
@@ -85,7 +86,7 @@ def test_unknown_graph_and_duplicate_bonds(fixture_file):
     ds = Q.QM9File(fixture_file)
     ei = ds._data.edge_index
     with pytest.raises(ValueError, match="duplicate bonds"):
-        Q._graph_edges(torch.cat([ei[:, :1], ei], 1), ds.slices["edge_index"] + torch.cat(
+        _graph_edges(torch.cat([ei[:, :1], ei], 1), ds.slices["edge_index"] + torch.cat(
             [torch.zeros(1, dtype=torch.long), torch.ones(len(ds), dtype=torch.long)]), ds.slices["pos"],
             ds._data.pos, "complete")
 

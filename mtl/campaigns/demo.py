@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtl.report.plots import _read_metrics
+from mtl.report.runs import read_metrics
 from mtl.report.runs import read_runs
 from mtl.report.tables import aggregate, delta_table_markdown
 from mtl.paths import project_root
@@ -53,7 +53,7 @@ Next steps
       python -m mtl.train benchmark=qm9 method=db_mtl seed=0   # or one run
   * Regenerate a paper table from finished runs (ours vs the published numbers, Δp, Δm, mean rank):
       make tables                              # -> results/tables/qm9.{md,tex,csv} and plots
-  * Compare a new method (mtl/methods/<name>.py + configs/method/<name>.yaml, README "Add a method"):
+  * Compare a new method (mtl/methods/<name>.py + configs/method/<name>.yaml, docs/methods.md "Add a method"):
       make compare METHOD=<name> BENCH=qm9     # try it here first: BENCH=qm9_small"""
 
 
@@ -193,7 +193,7 @@ def balancing_plot(runs: dict[str, str], out: Path, title: str) -> Path | None:
     per-task gradient norms of the shared parameters (metrics.jsonl method/weights, method/grad_norms)."""
     panels = []
     for method, run_dir in runs.items():
-        hist = _read_metrics(run_dir)
+        hist = read_metrics(run_dir)
         if not hist:
             continue
         weights = next(((k, label) for k, label in WEIGHT_KEYS if k in hist[0]), None)

@@ -22,8 +22,9 @@ import pandas as pd
 from mtl.report.plots import sweep_boxplot
 from mtl.run.rundir import SUMMARY
 from mtl.report.runs import read_runs
+from mtl.benchmarks import num_tasks
 from mtl.config.compose import compose
-from mtl.campaigns.workflows import Group, execute, load_experiment, num_tasks, report_failures, sweep_params
+from mtl.campaigns.workflows import Group, execute, load_experiment, report_failures, sweep_params
 
 PLACEHOLDER_INV_T = "inv_T"
 TITLES = {"beta": "DB-MTL β (β/√k: _sqrtk)", "alpha": "DB-MTL α_k"}
@@ -37,7 +38,7 @@ def point_overrides(exp, benchmark: str, overrides: list[str]) -> list[str]:
     for name, params in points.items():
         for key, value in params.items():
             if value == PLACEHOLDER_INV_T:
-                inv_t = inv_t or 1.0 / num_tasks(benchmark, overrides)
+                inv_t = inv_t or 1.0 / num_tasks(compose([f"benchmark={benchmark}", *overrides]).benchmark)
                 out.append(f"sweep_points.{name}.{key}={inv_t!r}")
     return out
 
