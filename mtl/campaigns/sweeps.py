@@ -147,6 +147,9 @@ def summary_markdown(summ: pd.DataFrame) -> str:
         pb = "—" if r.p_best != r.p_best or r.p_best is None else f"{r.p_best:.2f}"
         ph = "—" if r.p_holm is None or r.p_holm != r.p_holm else f"{r.p_holm:.3g}"
         lines.append(f"| {r.point} | {r.seeds} | {r.interval} | {pb} | {r.vs_default or '—'} | {ph} | {r.verdict or '—'} |")
+    if (summ["seeds"] == 1).any():
+        lines += ["", "Points with one seed keep their one value in every bootstrap: their P(best) is not a "
+                  "probability over seeds, and they have no interval and no test."]
     return "\n".join(lines)
 
 
