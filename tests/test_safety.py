@@ -90,13 +90,15 @@ def test_planted_pyg_pickles_in_the_qm9_cache_do_not_run(tmp_path):
 
 def test_a_planted_qm9_storage_file_does_not_run(tmp_path):
     """PyG's own loader retries a file that needs unlisted globals with weights_only=False."""
+    from torch_geometric.data import Data
+
     import mtl.datasets.qm9 as Q
     from mtl.errors import DatasetDamaged
 
     root = tmp_path / "qm9"
     ds = Q.QM9(root=root, limit=20, progress=False)
     marker = tmp_path / "PWNED"
-    evil_pickle(Path(ds.processed_paths[0]), marker, payload=({"x": EvilSubprocess(marker)}, {}, Q.Data))
+    evil_pickle(Path(ds.processed_paths[0]), marker, payload=({"x": EvilSubprocess(marker)}, {}, Data))
     with pytest.raises(DatasetDamaged, match="cannot be read"):
         Q.QM9(root=root, limit=20, progress=False)
     assert not marker.exists()
