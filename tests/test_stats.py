@@ -165,9 +165,10 @@ def test_reproduction_fallbacks():
 
 def test_reproduction_line():
     v = {"ew": S.reproduction([9.0, 10.0, 11.0], 12.0, 1.0, 3), "uw": S.reproduction([9.0, 10.0, 11.0], 14.0, 1.0, 3),
-         "gls": S.reproduction([], 3.0, 1.0, 3), "new": S.reproduction([1.0], math.nan, None, 3)}
+         "gls": S.reproduction([], 3.0, 1.0, 3), "new": S.reproduction([1.0], math.nan, None, 3),
+         "rlw": S.reproduction([1.0], 3.0, None, 3)}
     assert S.reproduction_line(v) == ("reproduced: 1 of 2 methods; differs: uw (ours +10.00 vs paper +14.00); "
-                                      "untested: gls")
+                                      "untested: rlw")
 
 
 # --- rank stability -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ written here: no kept library computes them from per-seed scores of a table.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -370,7 +371,8 @@ def reproduction(ours: Iterable[float], paper_mean: float, paper_std: float | No
 
 def reproduction_line(verdicts: Mapping[str, Reproduction], decimals: int = 2) -> str:
     """'reproduced: k of m methods; differs: A (ours .. vs paper ..), ...; untested: ...' where m
-    counts the methods that could be tested.
+    counts the methods that could be tested (untested: runs but no way to test, e.g. one seed
+    against a paper value without std; methods without runs or without a paper value are left out).
 
     >>> r = {"ew": Reproduction("reproduced", .3, "welch", 1, 1.2), "uw": Reproduction("differs", .01, "welch", 1, 5)}
     >>> reproduction_line(r)
@@ -381,7 +383,7 @@ def reproduction_line(verdicts: Mapping[str, Reproduction], decimals: int = 2) -
     bad = [f"{k} (ours {v.ours:+.{decimals}f} vs paper {v.paper:+.{decimals}f})"
            for k, v in tested.items() if v.status == "differs"]
     line = f"reproduced: {len(ok)} of {len(tested)} methods; differs: {', '.join(bad) if bad else 'none'}"
-    untested = [k for k, v in verdicts.items() if v.status == "untested" and v.note != "no paper value"]
+    untested = [k for k, v in verdicts.items() if v.status == "untested" and v.note not in ("no paper value", "no runs")]
     if untested:
         line += f"; untested: {', '.join(untested)}"
     return line
@@ -435,19 +437,18 @@ def bootstrap_mean_ranks(samples: Mapping[str, np.ndarray], higher_is_better: Se
     names = list(samples)
     rng = np.random.default_rng(seed)
     sign = np.where(np.asarray(higher_is_better, dtype=bool), 1.0, -1.0)
-
-    def mr(means: np.ndarray) -> np.ndarray:  # methods x metrics -> methods
-        r = np.stack([pd.Series(-sign[j] * means[:, j]).rank(method="average").to_numpy()
-                      for j in range(means.shape[1])], axis=1)
-        return np.nanmean(np.where(np.isnan(means), np.nan, r), axis=1)
-
     arrays = [np.asarray(samples[k], dtype=float).reshape(-1, len(sign)) for k in names]
-    full = mr(np.stack([np.nanmean(a, axis=0) if len(a) else np.full(len(sign), np.nan) for a in arrays]))
-    boots = np.empty((n_boot, len(names)))
-    for b in range(n_boot):
-        means = np.stack([np.nanmean(a[rng.integers(0, len(a), len(a))], axis=0) if len(a)
-                          else np.full(len(sign), np.nan) for a in arrays])
-        boots[b] = mr(means)
+
+    def mr(means: np.ndarray) -> np.ndarray:  # [..., methods, metrics] -> [..., methods]
+        r = st.rankdata(-sign * means, axis=-2, method="average", nan_policy="omit")
+        return np.nanmean(r, axis=-1)
+
+    empty = np.full(len(sign), np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric no method has: NaN, not a warning
+        full = mr(np.stack([np.nanmean(a, axis=0) if len(a) else empty for a in arrays]))
+        boots = mr(np.stack([np.nanmean(a[rng.integers(0, len(a), (n_boot, len(a)))], axis=1) if len(a)
+                             else np.broadcast_to(empty, (n_boot, len(sign))) for a in arrays], axis=1))
     q = (1 - level) / 2
     lo, hi = np.nanquantile(boots, q, axis=0), np.nanquantile(boots, 1 - q, axis=0)
     many = np.array([len(a) >= 2 for a in arrays])
