@@ -67,7 +67,7 @@ data-qm9: install
 
 # ---- reproduction workflows (relaunch-safe: finished runs are skipped, interrupted ones resume) --
 # (reproduce-<bench> targets are a pattern rule below: make skips pattern rules for .PHONY names)
-.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy
+.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy front tune
 
 tables: install
 	$(PY) scripts/tables.py
@@ -80,6 +80,12 @@ sweep-alpha: install
 
 compare: install
 	$(PY) scripts/compare.py --method $(METHOD) --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+# the scalarization front: method=fixed over a grid of weights x SEEDS, every method's runs against it
+# (METHODS=ew,mgda,... trains those too); results/front/<bench>_front.{csv,png}
+METHODS ?=
+front: install
+	$(PY) scripts/front.py --bench $(BENCH) --seeds $(SEEDS) --methods "$(METHODS)" --launcher $(LAUNCHER)
 
 # reproduce-<bench>: every method of configs/experiment/reproduce_<bench>.yaml x SEEDS, plus STL, then the table
 # (reproduce-nyuv2-segnet -> reproduce_nyuv2_segnet)

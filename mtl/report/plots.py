@@ -173,3 +173,59 @@ def sweep_boxplot(df: pd.DataFrame, out: Path, *, order: Sequence[str], title: s
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _seed_note(ns) -> str:
+    """'3 seeds' or '1-3 seeds' for a legend or title."""
+    ns = sorted({int(n) for n in ns})
+    if not ns:
+        return "no runs"
+    return f"{ns[0]} seed{'s' if ns[0] != 1 else ''}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} seeds"
+
+
+def front_plot(front: pd.DataFrame, methods: pd.DataFrame, tasks: Sequence[str], out: Path, *,
+               benchmark: str = "", max_panels: int = 6) -> Path:
+    """Per-task Δp of the fixed-weight runs (grey; their front, the points no other weight beats on
+    both axes, joined by a line) and of every method (a point with its 95 % t-interval over seeds as
+    error bars; one seed: an open marker without bars), one panel per pair of tasks."""
+    plt = _plt()
+    pairs = list(zip(tasks[:-1], tasks[1:])) if len(tasks) > 4 else [
+        (a, b) for i, a in enumerate(tasks) for b in tasks[i + 1:]]
+    pairs = pairs[:max_panels]
+    ncols = min(3, len(pairs))
+    nrows = (len(pairs) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.4 * nrows), squeeze=False)
+    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    for ax, (a, b) in zip(axes.flat, pairs):
+        ax.scatter(front[a], front[b], s=14, color="0.55", zorder=2,
+                   label=f"fixed weights ({len(front)} w, {_seed_note(front['seeds'])})")
+        pts = front[[a, b]].to_numpy(dtype=float)
+        keep = np.array([not np.any(np.all(np.delete(pts, i, 0) >= p, 1) & np.any(np.delete(pts, i, 0) > p, 1))
+                         for i, p in enumerate(pts)])
+        line = pts[keep][np.argsort(pts[keep][:, 0])]
+        ax.plot(line[:, 0], line[:, 1], "-", color="0.35", lw=1.2, zorder=2, label="front of the fixed weights")
+        for j, (_, r) in enumerate(methods.iterrows()):
+            n = int(r["seeds"])
+            c = colours(j % colours.N)
+            label = f"{r['method']} ({_seed_note([n])})"
+            if n >= 2:
+                xerr = [[r[a] - r[f"{a}_low"]], [r[f"{a}_high"] - r[a]]]
+                yerr = [[r[b] - r[f"{b}_low"]], [r[f"{b}_high"] - r[b]]]
+                ax.errorbar(r[a], r[b], xerr=xerr, yerr=yerr, fmt="o", color=c, ms=6, capsize=3, zorder=3,
+                            label=label)
+            else:
+                ax.scatter(r[a], r[b], s=40, facecolors="none", edgecolors=c, linewidths=1.5, zorder=3, label=label)
+        ax.set_xlabel(f"Δp of {a} (%) ↑")
+        ax.set_ylabel(f"Δp of {b} (%) ↑")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    note = "" if len(pairs) * 2 >= len(tasks) * (len(tasks) - 1) else f" (first {len(pairs)} task pairs)"
+    fig.suptitle(f"{benchmark}: methods against the fixed-weight front{note}; bars: 95 % t-interval over seeds",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
