@@ -81,6 +81,12 @@ sweep-alpha: install
 compare: install
 	$(PY) scripts/compare.py --method $(METHOD) --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER)
 
+# equal tuning budget: Optuna (Hydra sweeper) over the lr + configs/tune/<METHOD>.yaml for TRIALS trials,
+# chosen on val only; then the best on SEEDS (run tag _tuned<TRIALS>); results/tune/<bench>/<method>.yaml
+TRIALS ?= 8
+tune: install
+	$(PY) scripts/tune.py --method $(METHOD) --bench $(BENCH) --trials $(TRIALS) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
 # the scalarization front: method=fixed over a grid of weights x SEEDS, every method's runs against it
 # (METHODS=ew,mgda,... trains those too); results/front/<bench>_front.{csv,png}
 METHODS ?=
