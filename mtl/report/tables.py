@@ -162,6 +162,7 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
     rows = []
     seed_dp: dict[str, dict[int, float]] = {}
     seed_dm: dict[str, dict[int, float]] = {}
+    seed_dpt: dict[str, dict[int, dict[str, float]]] = {}  # per-task Δp per seed (the figures' intervals)
     seed_metrics: dict[str, np.ndarray] = {}
     verdicts: dict[str, stats.Reproduction] = {}
     for name in names + extras:
@@ -182,9 +183,9 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
         seed_dm[name] = dict(zip(complete, dms))
         seed_metrics[name] = np.array([[_flat(m, k) for k in info.keys] for m in per_seed.values()],
                                       dtype=float).reshape(-1, len(info.keys))
+        seed_dpt[name] = {s: delta_p_per_task(m, ref, info.tasks) for s, m in complete.items()}
         for t in info.tasks:
-            row[f"delta_p/{t.name}"] = _stats([delta_p_per_task(m, ref, info.tasks)[t.name]
-                                              for m in complete.values()])[0]
+            row[f"delta_p/{t.name}"] = _stats([v[t.name] for v in seed_dpt[name].values()])[0]
         if paper_rows and "avg" in paper_rows.table.extra:
             row["avg"], row["avg_std"] = _stats([float(np.mean([_flat(m, k) for k in info.keys]))
                                                  for m in complete.values()])
@@ -229,7 +230,7 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
                     title=paper_rows.table.title if paper_rows else benchmark,
                     decimals=dict(paper_rows.decimals) if paper_rows else {},
                     has_paper=bool(paper_rows), extra=list(paper_rows.table.extra) if paper_rows else [],
-                    seed_delta_p=seed_dp, seed_delta_m=seed_dm,
+                    seed_delta_p=seed_dp, seed_delta_m=seed_dm, seed_delta_p_per_task=seed_dpt,
                     reproduction=stats.reproduction_line(verdicts) if verdicts else "")
     return df
 
