@@ -89,9 +89,11 @@ tune: install
 
 # the scalarization front: method=fixed over a grid of weights x SEEDS, every method's runs against it
 # (METHODS=ew,mgda,... trains those too); results/front/<bench>_front.{csv,png}
+# (FRONT_SEEDS: seeds of the fixed-weight runs, default SEEDS)
 METHODS ?=
+FRONT_SEEDS ?= $(SEEDS)
 front: install
-	$(PY) scripts/front.py --bench $(BENCH) --seeds $(SEEDS) --methods "$(METHODS)" --launcher $(LAUNCHER)
+	$(PY) scripts/front.py --bench $(BENCH) --seeds $(SEEDS) --front-seeds $(FRONT_SEEDS) --methods "$(METHODS)" --launcher $(LAUNCHER)
 
 # reproduce-<bench>: every method of configs/experiment/reproduce_<bench>.yaml x SEEDS, plus STL, then the table
 # (reproduce-nyuv2-segnet -> reproduce_nyuv2_segnet)

@@ -1,7 +1,7 @@
 """The scalarization front (issue #21, item 6): fixed-weight runs of the weighted sum over a grid of
 weights, and every method's per-task results drawn against it with their seed intervals.
 
-    python scripts/front.py --bench toy [--seeds 0] [--methods ew,mgda,pcgrad,cagrad,db_mtl]
+    python scripts/front.py --bench toy --seeds 0,1,2 --front-seeds 0 [--methods ew,mgda,pcgrad,cagrad,db_mtl]
     python scripts/front.py --bench synthetic --points 5 --seeds 0,1,2 [hydra overrides ...]
     python scripts/front.py --bench cityscapes --no-run          # only collect finished runs
 
@@ -76,12 +76,13 @@ def tag(weights) -> str:
     return TAG_PREFIX + "-".join(_fmt(v) for v in weights)
 
 
-def groups(benchmark: str, weights: list[tuple[float, ...]], seeds: list[int], methods: list[str]) -> list[Group]:
-    seed_values = [str(s) for s in seeds]
+def groups(benchmark: str, weights: list[tuple[float, ...]], seeds: list[int], methods: list[str],
+           front_seeds: list[int] | None = None) -> list[Group]:
+    front_values = [str(s) for s in (seeds if front_seeds is None else front_seeds)]
     out = [Group([f"benchmark={benchmark}", f"method={METHOD}", f"method.weights=[{','.join(_fmt(v) for v in w)}]",
-                  f"run.tag={tag(w)}"], {"seed": seed_values}) for w in weights]
+                  f"run.tag={tag(w)}"], {"seed": front_values}) for w in weights]
     if methods:
-        out.append(Group([f"benchmark={benchmark}"], {"method": list(methods), "seed": seed_values}))
+        out.append(Group([f"benchmark={benchmark}"], {"method": list(methods), "seed": [str(s) for s in seeds]}))
     return out
 
 
@@ -133,14 +134,14 @@ def collect(runs: pd.DataFrame, tasks: list[str]) -> tuple[pd.DataFrame, pd.Data
     return front, methods
 
 
-def front(benchmark: str, *, seeds: list[int], points: int = 11, max_points: int = 30, methods: list[str] = (),
+def front(benchmark: str, *, seeds: list[int], front_seeds: list[int] | None = None, points: int = 11, max_points: int = 30, methods: list[str] = (),
           launcher: str = "local", overrides: list[str] = (), out: str | Path = "results/front", run: bool = True,
           dry_run: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, list[Path], int]:
     t = num_tasks(benchmark, [o for o in overrides if o.startswith("benchmark.")])
     weights = weight_grid(t, points, max_points)
     failures = []
     if run or dry_run:
-        failures = execute(groups(benchmark, weights, seeds, list(methods)), launcher, extra=list(overrides),
+        failures = execute(groups(benchmark, weights, seeds, list(methods), front_seeds), launcher, extra=list(overrides),
                            dry_run=dry_run)
     if dry_run:
         return pd.DataFrame(), pd.DataFrame(), [], 0
@@ -149,7 +150,10 @@ def front(benchmark: str, *, seeds: list[int], points: int = 11, max_points: int
 
     tasks = [task.name for task in from_config(cfg.benchmark).tasks]
     runs = read_runs(cfg.run.root, cfg.benchmark.name, required=("seed", "metrics", "delta_p"), config=False)
-    runs = runs[runs["seed"].isin(seeds)] if not runs.empty else runs
+    if not runs.empty:
+        fixed = (runs["trained"] == METHOD) & runs["tag"].astype(str).str.startswith(TAG_PREFIX)
+        runs = runs[(fixed & runs["seed"].isin(seeds if front_seeds is None else front_seeds))
+                    | (~fixed & runs["seed"].isin(seeds))]
     fr, ms = collect(runs, tasks) if not runs.empty else (pd.DataFrame(), pd.DataFrame())
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +171,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench", required=True)
     ap.add_argument("--seeds", default="0,1,2", help="comma list (default 0,1,2)")
+    ap.add_argument("--front-seeds", default=None, help="seeds of the fixed-weight runs (default: --seeds; "
+                    "one is enough where training is deterministic, as on the toy)")
     ap.add_argument("--points", type=int, default=11, help="two tasks: weights on the grid (default 11)")
     ap.add_argument("--max-points", type=int, default=30, help="more tasks: at most this many weights (default 30)")
     ap.add_argument("--methods", default="", help="comma list of methods to train too (default: none; every "
@@ -179,7 +185,8 @@ def main(argv=None) -> int:
     args = ap.parse_intermixed_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
-    fr, ms, paths, rc = front(args.bench, seeds=seeds, points=args.points, max_points=args.max_points,
+    front_seeds = [int(s) for s in args.front_seeds.split(",")] if args.front_seeds else None
+    fr, ms, paths, rc = front(args.bench, seeds=seeds, front_seeds=front_seeds, points=args.points, max_points=args.max_points,
                               methods=methods, launcher=args.launcher, overrides=args.overrides, out=args.out,
                               run=not args.no_run, dry_run=args.dry_run)
     if not args.dry_run:
