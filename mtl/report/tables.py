@@ -187,15 +187,14 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
         for t in info.tasks:
             row[f"delta_p/{t.name}"] = _stats([v[t.name] for v in seed_dpt[name].values()])[0]
         if paper_rows and "avg" in paper_rows.table.extra:
-            row["avg"], row["avg_std"] = _stats([float(np.mean([_flat(m, k) for k in info.keys]))
-                                                 for m in complete.values()])
+            _with_interval(row, "avg", [float(np.mean([_flat(m, k) for k in info.keys])) for m in complete.values()])
         if paper_rows:
             prow = paper_rows.rows.get(name, {})
             for key in [*info.keys, "delta_p", *paper_rows.table.extra]:
                 row[f"{key}_paper"] = prow.get(key, math.nan)
                 row[f"{key}_diff"] = row.get(key, math.nan) - row[f"{key}_paper"]
             row["delta_p_paper_pm"] = prow.get("delta_p_pm", math.nan)
-            if name != "stl":
+            if name != "stl" and not math.isnan(row["delta_p_paper"]):
                 verdicts[name] = v = stats.reproduction(dps, row["delta_p_paper"], row["delta_p_paper_pm"],
                                                         PAPER_SEEDS)
                 row["repro"], row["repro_p"], row["repro_rule"] = v.status, v.p, v.rule
