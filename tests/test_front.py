@@ -71,6 +71,7 @@ def test_tiny_toy_front_writes_csv_and_plot_and_relaunch_skips(tmp_path, capsys)
     assert ms["method"].tolist() == ["ew"]
     # EW is the centre of the grid: the same run as weights (1, 1)
     assert np.isclose(ms.loc[0, "f1"], front.loc[1, "f1"]) and np.isclose(ms.loc[0, "f2"], front.loc[1, "f2"])
+    assert ms.loc[0, "dominated_by"].startswith("fixed_w") and not ms.loc[0, "beyond_front"]  # matched by w = (1, 1)
     assert (out / "toy_front.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     assert fr.main(argv) == 0

@@ -22,8 +22,8 @@ better for every task), so one plot reads the same way on every benchmark.
 Output in --out (default results/front): <bench>_front.csv (one row per weight: weights, per-task
 mean over seeds, n seeds, `pareto` = not dominated by another weight's mean), <bench>_methods.csv
 (one row per method folder with runs: per-task mean and 95 % t-interval, n seeds,
-`dominated_by` = the fixed-weight point whose mean is at least as good on every task and better on
-one, empty when none is: the method lies beyond the front) and <bench>_front.png.
+`dominated_by` = a fixed-weight point whose mean is at least as good on every task, empty when
+none is; `beyond_front` = true then: the method reaches what no fixed weight of the grid reached) and <bench>_front.png.
 """
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def collect(runs: pd.DataFrame, tasks: list[str]) -> tuple[pd.DataFrame, pd.Data
         dominated = []
         for _, r in methods.iterrows():
             v = r[tasks].to_numpy(dtype=float)
-            hit = np.all(pts >= v, axis=1) & np.any(pts > v, axis=1)
+            # at least as good on every task (EW is matched by w = 1: equal up to the rounding of a mean)
+            hit = np.all((pts >= v) | np.isclose(pts, v, rtol=1e-9, atol=1e-12), axis=1)
             dominated.append(front["method"][hit].iloc[0] if hit.any() else "")
         methods["dominated_by"] = dominated
         methods["beyond_front"] = [d == "" and not front.empty for d in dominated]

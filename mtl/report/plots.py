@@ -362,7 +362,9 @@ def front_figure(front: pd.DataFrame, methods: pd.DataFrame, tasks: Sequence[str
     ncols = min(3, len(pairs))
     nrows = (len(pairs) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.4 * nrows), squeeze=False)
-    colours = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    # method colours without grey (the fixed-weight points are grey)
+    palette = [c for i, c in enumerate(_task_colours(20 if len(methods) > 9 else 10))
+               if i not in ((14, 15) if len(methods) > 9 else (7,))]
     for ax, (a, b) in zip(axes.flat, pairs):
         ax.scatter(front[a], front[b], s=14, color="0.55", zorder=2,
                    label=f"fixed weights ({len(front)} w, {_seed_note(front['seeds'])})")
@@ -373,7 +375,7 @@ def front_figure(front: pd.DataFrame, methods: pd.DataFrame, tasks: Sequence[str
         ax.plot(line[:, 0], line[:, 1], "-", color="0.35", lw=1.2, zorder=2, label="front of the fixed weights")
         for j, (_, r) in enumerate(methods.iterrows()):
             n = int(r["seeds"])
-            c = colours(j % colours.N)
+            c = palette[j % len(palette)]
             label = f"{r['method']} ({_seed_note([n])})"
             if n >= 2:
                 xerr = [[r[a] - r[f"{a}_low"]], [r[f"{a}_high"] - r[a]]]
