@@ -114,8 +114,14 @@ def read_trials(study_dir: Path, trials: int) -> pd.DataFrame:
         if p.exists():
             rec = json.loads(p.read_text())
             rows.append({"trial": rec["trial"], **rec["params"], "val_delta_p": rec["val_delta_p"],
-                         "run_dir": rec["run_dir"]})
+                         "run_dir": _relative(rec["run_dir"])})
     return pd.DataFrame(rows)
+
+
+def _relative(path: str) -> str:
+    """`path` relative to the working directory when it lies inside it (committed CSVs name no home)."""
+    p, here = Path(path).resolve(), Path.cwd().resolve()
+    return str(p.relative_to(here)) if p.is_relative_to(here) else str(p)
 
 
 def _fmt(v) -> str:
@@ -170,7 +176,9 @@ def tune(method: str, benchmark: str, trials: int, *, seeds: list[int], out: str
     tag = TUNED_TAG.format(k=trials)
     summary = {"method": method, "benchmark": benchmark, "trials": trials, "trial_seed": trial_seed,
                "objective": "val Δp of the epoch selected on validation (best_val); test never read",
-               "sampler": "optuna TPESampler(seed=0), 4 random start-up trials", "search_space": space,
+               "sampler": f"optuna TPESampler(seed={shared['sampler']['seed']}), "
+                          f"{shared['sampler']['n_startup_trials']} random start-up trials",
+               "search_space": space, "overrides": overrides,
                "best_params": best, "best_value": float(results["best_value"]),
                "tuned_runs": f"run.tag={tag}, seeds {','.join(map(str, seeds))}"}
     outdir = out / benchmark
