@@ -94,7 +94,7 @@ def figure(paths: dict[str, list[torch.Tensor]], scale: float):
     handles = [Line2D([], [], color="black", marker="o", ls="", ms=3, label="Pareto set (grid)"),
                Line2D([], [], color="white", lw=1.5, marker="o", ms=4, markeredgecolor="0.3", label="path, o start"),
                Line2D([], [], color="red", marker="*", ls="", ms=8, label="end")]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, -0.02),
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, 0.0),
                facecolor="0.85")
     fig.suptitle("Toy problem: trajectories on the landscape of f1 + f2 (deterministic: one run per start)")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -106,7 +106,7 @@ def plot(paths: dict[str, list[torch.Tensor]], scale: float, out: Path) -> None:
 
     fig = figure(paths, scale)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
