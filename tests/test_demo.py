@@ -81,7 +81,7 @@ def test_demo_default_benchmark_tiny(tmp_path, capsys):
     """The default path (qm9_small: real QM9 molecules on bond graphs, the default methods and curves)
     shrunk to two steps per run on a 2,000-molecule build."""
     tables = tmp_path / "tables"
-    demo.main(["--root", str(tmp_path / "runs"), "--tables", str(tables), "--seeds", "0", "trainer.epochs=1",
+    demo.main(["--seeds", "0", "--root", str(tmp_path / "runs"), "--tables", str(tables), "trainer.epochs=1",
                "trainer.max_steps_per_epoch=2", f"benchmark.build.root={tmp_path / 'qm9'}",
                "benchmark.build.limit=2000", "benchmark.build.subset={train:32,val:16,test:16}"])
     out = capsys.readouterr().out

@@ -63,7 +63,7 @@ def test_table3_qm9_reproduces_paper_delta_p(tmp_path):
     df = build_table("qm9", tmp_path).set_index("name")
     with open(PAPER_DIR / "dbmtl_table3_qm9.csv") as f:
         raw = {METHODS[r["method"]]: r for r in csv.DictReader(f)}
-    cols = list(TABLES["qm9"].columns)
+    cols = list(TABLES["qm9"].column_map())
     # Hand check, EW: mean over 11 targets of -(M - STL)/STL, e.g. mu -(0.096-0.062)/0.062 = -54.8 %
     assert df.loc["ew", "delta_p"] == pytest.approx(-146.44, abs=0.01)
     for name, row in raw.items():
@@ -136,7 +136,7 @@ def test_stl_runs_merge_into_one_row_and_serve_as_reference(tmp_path):
 def test_mapping_matches_benchmark_configs():
     for bench, table in TABLES.items():
         info = spec(bench)
-        mapped = {f"{t}/{m}" for t, m in table.columns.values()}
+        mapped = {f"{t}/{m}" for t, m in table.column_map().values()}
         assert mapped == set(info.keys), bench
         paper = load_paper(bench)
         assert set(paper.order) == set(METHODS.values()), bench

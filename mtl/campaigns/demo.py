@@ -1,6 +1,6 @@
 """`make demo`: train DB-MTL and paper baselines on a CPU-sized QM9 and show what they did.
 
-    python scripts/demo.py [--benchmark qm9_small] [--methods db_mtl db_mtl_beta0.0 uw ew rlw]
+    python scripts/demo.py [--benchmark qm9_small] [--methods db_mtl db_mtl_beta0.0 uw ew [rlw]]
                            [--seeds 0 1 2] [--slow-seeds 0] [--jobs N] [overrides ...]
 
 Every (method, seed) trains in its own process (`python -m mtl.train`), `--jobs` at a time (default:
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtl.report.plots import _read_metrics
+from mtl.report.runs import read_metrics
 from mtl.report.runs import read_runs
 from mtl.report.tables import aggregate, delta_table_markdown
 from mtl.paths import project_root
@@ -46,8 +46,10 @@ PROJECT = project_root()  # the training processes run here
 # DB-MTL twice: the paper's default (β = 0.9: an EMA of each task's gradient) and β = 0 (the current
 # gradients), which shows why DB-MTL is last at this budget (the EMA, stacked on Adam's momentum).
 # Seeds: the one-pass baselines get 3 (paired tests, intervals); DB-MTL's rows, ~5x the time per run,
-# one each (--slow-seeds), so that `make demo` stays within 4 minutes on 2 cores.
-DEFAULT_METHODS = ["db_mtl", "db_mtl_beta0.0", "uw", "ew", "rlw"]
+# one each (--slow-seeds), so that `make demo` stays within 4 minutes on 2 cores: 2 DB-MTL runs in
+# parallel (~105 s each on an idle core) then 6 baseline runs (~20 s each + ~5 s start-up), ~200 s in
+# all. RLW (3 seeds: +~40 s) is left to `--methods db_mtl db_mtl_beta0.0 uw ew rlw`.
+DEFAULT_METHODS = ["db_mtl", "db_mtl_beta0.0", "uw", "ew"]
 DEFAULT_SEEDS = [0, 1, 2]
 DEFAULT_SLOW_SEEDS = [0]
 # demo rows that are a method with overrides: name -> (method config, overrides); the run dir is
@@ -68,7 +70,7 @@ Next steps
       python -m mtl.train benchmark=qm9 method=db_mtl seed=0   # or one run
   * Regenerate a paper table from finished runs (ours vs the published numbers, Δp, Δm, mean rank):
       make tables                              # -> results/tables/qm9.{md,tex,csv} and plots
-  * Compare a new method (mtl/methods/<name>.py + configs/method/<name>.yaml, README "Add a method"):
+  * Compare a new method (mtl/methods/<name>.py + configs/method/<name>.yaml, docs/methods.md "Add a method"):
       make compare METHOD=<name> BENCH=qm9     # try it here first: BENCH=qm9_small"""
 
 
@@ -308,7 +310,7 @@ def balancing_plot(runs: dict[str, str], out: Path, title: str) -> Path | None:
     per-task gradient norms of the shared parameters (metrics.jsonl method/weights, method/grad_norms)."""
     panels = []
     for method, run_dir in runs.items():
-        hist = _read_metrics(run_dir)
+        hist = read_metrics(run_dir)
         if not hist:
             continue
         weights = next(((k, label) for k, label in WEIGHT_KEYS if k in hist[0]), None)

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtl.campaigns.workflows import Group, execute, num_tasks, report_failures
+from mtl.benchmarks import num_tasks
+from mtl.campaigns.workflows import Group, execute, report_failures
 from mtl.config.compose import compose
 from mtl.report.runs import read_runs
 from mtl.scoring.stats import t_interval
@@ -138,7 +139,7 @@ def collect(runs: pd.DataFrame, tasks: list[str]) -> tuple[pd.DataFrame, pd.Data
 def front(benchmark: str, *, seeds: list[int], front_seeds: list[int] | None = None, points: int = 11, max_points: int = 30, methods: list[str] = (),
           launcher: str = "local", overrides: list[str] = (), out: str | Path = "results/front", run: bool = True,
           dry_run: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, list[Path], int]:
-    t = num_tasks(benchmark, [o for o in overrides if o.startswith("benchmark.")])
+    t = num_tasks(compose([f"benchmark={benchmark}", *(o for o in overrides if o.startswith("benchmark."))]).benchmark)
     weights = weight_grid(t, points, max_points)
     failures = []
     if run or dry_run:

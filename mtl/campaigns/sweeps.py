@@ -26,8 +26,9 @@ from mtl.report.plots import sweep_boxplot
 from mtl.scoring import stats
 from mtl.run.rundir import SUMMARY
 from mtl.report.runs import read_runs
+from mtl.benchmarks import num_tasks
 from mtl.config.compose import compose
-from mtl.campaigns.workflows import Group, execute, load_experiment, num_tasks, report_failures, sweep_params
+from mtl.campaigns.workflows import Group, execute, load_experiment, report_failures, sweep_params
 
 PLACEHOLDER_INV_T = "inv_T"
 TITLES = {"beta": "DB-MTL β", "alpha": "DB-MTL α_k"}
@@ -41,7 +42,7 @@ def point_overrides(exp, benchmark: str, overrides: list[str]) -> list[str]:
     for name, params in points.items():
         for key, value in params.items():
             if value == PLACEHOLDER_INV_T:
-                inv_t = inv_t or 1.0 / num_tasks(benchmark, overrides)
+                inv_t = inv_t or 1.0 / num_tasks(compose([f"benchmark={benchmark}", *overrides]).benchmark)
                 out.append(f"sweep_points.{name}.{key}={inv_t!r}")
     return out
 
@@ -146,6 +147,9 @@ def summary_markdown(summ: pd.DataFrame) -> str:
         pb = "—" if r.p_best != r.p_best or r.p_best is None else f"{r.p_best:.2f}"
         ph = "—" if r.p_holm is None or r.p_holm != r.p_holm else f"{r.p_holm:.3g}"
         lines.append(f"| {r.point} | {r.seeds} | {r.interval} | {pb} | {r.vs_default or '—'} | {ph} | {r.verdict or '—'} |")
+    if (summ["seeds"] == 1).any():
+        lines += ["", "Points with one seed keep their one value in every bootstrap: their P(best) is not a "
+                  "probability over seeds, and they have no interval and no test."]
     return "\n".join(lines)
 
 

@@ -149,10 +149,6 @@ class Method(nn.Module):
         engine: str | GradientEngine = "loop",
     ):
         super().__init__()
-        if num_tasks < 1:
-            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-        if loss_transform not in TRANSFORMS:
-            raise ValueError(f"loss_transform {loss_transform!r} unknown; choose one of {TRANSFORMS}")
         if rep_grad and not self.supports_rep_grad:
             raise InvalidCombination(
                 f"method {self.name!r} does not support rep_grad=True (gradients w.r.t. the shared "

@@ -7,13 +7,13 @@ bars or shaded bands; one seed: no bar) and every figure says how many seeds. Ea
 returns the matplotlib Figure (tests read its labels and legends); `<name>(..., out)` saves it."""
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from mtl.report.runs import read_metrics
 
 
 def _plt():
@@ -23,34 +23,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _read_metrics(run_dir: str | Path) -> list[dict]:
-    """The epochs of a run's metrics.jsonl up to its first damaged line (named on stderr): a plot
-    from the readable epochs beats no table at all."""
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
-        return []
-    out = []
-    try:
-        lines = p.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        lines = []
-        print(f"[mtl] warning: {p}: unreadable ({type(err).__name__}: {err}); its curves are left out",
-              file=sys.stderr)
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict):
-                raise ValueError(f"a JSON {type(rec).__name__}, not an object")
-        except ValueError as err:
-            print(f"[mtl] warning: {p}:{n}: damaged line ({err}); its curves show only the {len(out)} epochs before it",
-                  file=sys.stderr)
-            break
-        out.append(rec)
-    return out
 
 
 def _task_colours(k: int) -> list:
@@ -150,7 +122,7 @@ def _histories(df: pd.DataFrame, need: str | None = None) -> dict[str, list[list
     """Row label -> the metrics.jsonl histories of its seeds (those with epochs, and with `need`)."""
     out = {}
     for m, dirs in _seed_dirs(df).items():
-        hs = [h for h in (_read_metrics(d) for d in dirs) if h and (need is None or need in h[0])]
+        hs = [h for h in (read_metrics(d) for d in dirs) if h and (need is None or need in h[0])]
         if hs:
             out[m] = hs
     return out
