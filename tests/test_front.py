@@ -76,3 +76,16 @@ def test_tiny_toy_front_writes_csv_and_plot_and_relaunch_skips(tmp_path, capsys)
     capsys.readouterr()
     assert fr.main(argv) == 0
     assert capsys.readouterr().out.count("is finished (summary.json exists); skipping") == 4
+
+
+def test_tiny_three_task_synthetic_front_draws_task_pairs(tmp_path):
+    out = tmp_path / "front"
+    argv = ["--bench", "synthetic", "--seeds", "0", "--max-points", "3", "--methods", "ew", "--out", str(out),
+            f"run.root={tmp_path / 'runs'}", "logger=none", "trainer.progress=false", "trainer.epochs=1",
+            "benchmark.build.n_train=128", "benchmark.build.n_val=64", "benchmark.build.n_test=64"]
+    assert fr.main(argv) == 0
+    front = pd.read_csv(out / "synthetic_front.csv")
+    assert len(front) == 3 and {"w_t0", "w_t1", "w_t2", "t0", "t1", "t2", "pareto"} <= set(front.columns)
+    ms = pd.read_csv(out / "synthetic_methods.csv")
+    assert ms["method"].tolist() == ["ew"] and ms.loc[0, "seeds"] == 1
+    assert (out / "synthetic_front.png").read_bytes()[:4] == b"\x89PNG"
