@@ -1,0 +1,343 @@
+"""ConFIG, DualProj, UW-SO and GO4Align: each step equal to a transcription of its reference
+implementation (written here from the reference's code, independently of mtl/methods/), plus
+hand-computed cases. UW-SO has no public code: hand-computed values of the paper's formula."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from qpsolvers import solve_qp
+
+from mtl import methods
+from mtl.methods.config_method import config_direction
+from mtl.methods.go4align import kmeans_1d
+
+D64 = torch.float64
+
+
+def _conflicting(T, D, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    G = torch.randn(T, D, generator=g, dtype=dtype)
+    G[1] = -0.7 * G[0] + 0.4 * G[1]  # a conflict
+    return G
+
+
+# ---- ConFIG: tum-pbs/ConFIG conflictfree/grad_operator.py, transcribed ------------------------
+def _ref_unit_vector(v):
+    with torch.no_grad():
+        if v.norm() == 0:
+            return torch.zeros_like(v)
+        return v / v.norm()
+
+
+def _ref_projection_length_rescale(target_vector, gradients):
+    unit_target_vector = _ref_unit_vector(target_vector)
+    length = torch.sum(torch.stack([torch.dot(grad_i, unit_target_vector) for grad_i in gradients]))
+    return length * unit_target_vector
+
+
+def _ref_config_update(grads, use_least_square=True):
+    with torch.no_grad():
+        weights = torch.ones(grads.shape[0], device=grads.device, dtype=grads.dtype)  # EqualWeight
+        units = torch.nan_to_num((grads / (grads.norm(dim=1)).unsqueeze(1)), 0)
+        if use_least_square:
+            best_direction = torch.linalg.lstsq(units, weights).solution
+        else:
+            best_direction = torch.linalg.pinv(units) @ weights
+        return _ref_projection_length_rescale(best_direction, grads)
+
+
+def _ref_config_update_double(grad_1, grad_2):
+    with torch.no_grad():
+        norm_1 = grad_1.norm()
+        norm_2 = grad_2.norm()
+        unit_1 = grad_1 / norm_1
+        unit_2 = grad_2 / norm_2
+        cos_angle = torch.dot(grad_1, grad_2) / grad_1.norm() / grad_2.norm()
+        or_2 = grad_1 - norm_1 * cos_angle * unit_2
+        or_1 = grad_2 - norm_2 * cos_angle * unit_1
+        unit_or1 = _ref_unit_vector(or_1)
+        unit_or2 = _ref_unit_vector(or_2)
+        weights = torch.ones(2, dtype=grad_1.dtype)
+        coef_1 = torch.dot(unit_or2, unit_1) / (weights[0] / weights[1] * torch.dot(unit_or1, unit_2))
+        coef_2 = 1
+        best_direction = coef_1 * unit_or1 + coef_2 * unit_or2
+        return _ref_projection_length_rescale(best_direction, torch.stack([grad_1, grad_2]))
+
+
+def _ref_torchjd_config(matrix):
+    """torchjd aggregation/_config.py ConFIG.forward (pref_vector None: SumWeighting, ones)."""
+    weights = torch.ones(matrix.shape[0], dtype=matrix.dtype)
+    units = torch.nan_to_num((matrix / (matrix.norm(dim=1)).unsqueeze(1)), 0.0)
+    best_direction = torch.linalg.pinv(units) @ weights
+    unit_target_vector = torch.nn.functional.normalize(best_direction, dim=0)
+    length = torch.sum(matrix @ unit_target_vector)
+    return length * unit_target_vector
+
+
+@pytest.mark.parametrize("T", [2, 3, 5])
+@pytest.mark.parametrize("seed", range(4))
+def test_config_equals_conflictfree_bit_for_bit(T, seed):
+    G = _conflicting(T, 40, seed)
+    ref = _ref_config_update_double(G[0], G[1]) if T == 2 else _ref_config_update(G)
+    got = methods.create("config", num_tasks=T).aggregate(G, torch.ones(T)).direction
+    assert torch.equal(got, ref)
+    # allow_simplified_model=false: the general least-squares path also for two tasks
+    got = methods.create("config", num_tasks=T, allow_simplified_model=False).aggregate(G, torch.ones(T)).direction
+    assert torch.equal(got, _ref_config_update(G))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_config_pinv_equals_torchjd(seed):
+    G = _conflicting(3, 40, seed)
+    got = config_direction(G, simplified=False, solver="pinv")
+    torch.testing.assert_close(got, _ref_torchjd_config(G), rtol=1e-6, atol=1e-7)
+
+
+def test_config_hand_cases():
+    # two orthogonal unit gradients: each orthogonal part is the other gradient, d = (1, 1)/sqrt 2,
+    # length = 2 / sqrt 2: update (1, 1)
+    G = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=D64)
+    for simplified in (True, False):
+        torch.testing.assert_close(config_direction(G, simplified=simplified), torch.tensor([1.0, 1.0], dtype=D64))
+    # g1 = (1, 0), g2 = (-1, 1): equal-cosine direction d ⟂ bisector condition u1.d = u2.d
+    # u2 = (-1, 1)/sqrt2 -> d ∝ (1, 1 + sqrt 2); cos with each task equal and positive
+    G = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=D64)
+    for simplified in (True, False):
+        d = config_direction(G, simplified=simplified)
+        dh = d / d.norm()
+        expected = torch.tensor([1.0, 1.0 + math.sqrt(2)], dtype=D64)
+        torch.testing.assert_close(dh, expected / expected.norm())
+        cos = (G / G.norm(dim=1, keepdim=True)) @ dh
+        torch.testing.assert_close(cos[0], cos[1])
+        assert bool((cos > 0).all())
+        torch.testing.assert_close(d.norm(), (G @ dh).sum())
+
+
+# ---- DualProj: torchjd aggregation/_dualproj.py + _utils/dual_cone.py + _linalg, transcribed -----
+def _ref_dualproj_weights(matrix, norm_eps=0.0001, reg_eps=0.0001):
+    gramian = torch.tensordot(matrix, matrix.T, dims=1)  # compute_gramian, contracted_dims=-1
+    m = gramian.shape[0]
+    u = torch.full([m], 1 / m, device=gramian.device, dtype=gramian.dtype)  # MeanWeighting
+    squared_frobenius_norm = gramian.diagonal().sum()
+    gramian = torch.where(squared_frobenius_norm < norm_eps, torch.zeros_like(gramian),
+                          gramian / squared_frobenius_norm)
+    gramian = gramian + reg_eps * torch.eye(m, dtype=gramian.dtype, device=gramian.device)
+    G_ = gramian.cpu().detach().numpy().astype(np.float64)
+    U_ = u.cpu().detach().numpy().astype(np.float64)
+    W = np.apply_along_axis(lambda v: solve_qp(G_, np.zeros(m), -np.eye(m), -v, solver="quadprog"),
+                            axis=-1, arr=U_)
+    return torch.as_tensor(W, device=gramian.device, dtype=gramian.dtype)
+
+
+@pytest.mark.parametrize("T", [2, 3, 6])
+@pytest.mark.parametrize("seed", range(4))
+def test_dualproj_equals_torchjd_bit_for_bit(T, seed):
+    G = _conflicting(T, 30, seed)
+    w_ref = _ref_dualproj_weights(G)
+    agg = methods.create("dualproj", num_tasks=T).aggregate(G, torch.ones(T))
+    assert agg.weights.dtype == G.dtype and torch.equal(agg.weights, w_ref)
+    assert torch.equal(agg.weights @ G, w_ref @ G)
+
+
+def test_dualproj_hand_cases():
+    m = methods.create("dualproj", num_tasks=2)
+    # no conflict: the mean is already in the dual cone, w = u = (1/2, 1/2) (to the 1e-4 regulariser)
+    w = m.aggregate(torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=D64), torch.ones(2)).weights
+    torch.testing.assert_close(w, torch.tensor([0.5, 0.5], dtype=D64), atol=1e-4, rtol=0)
+    # g1 = (1, 0), g2 = (-2, 1): mean (-1/2, 1/2) conflicts with g1; its projection onto
+    # {d: g1.d >= 0} is (0, 1/2), which g2 accepts: d = 1 * g1 + 1/2 * g2
+    G = torch.tensor([[1.0, 0.0], [-2.0, 1.0]], dtype=D64)
+    w = m.aggregate(G, torch.ones(2)).weights
+    torch.testing.assert_close(w, torch.tensor([1.0, 0.5], dtype=D64), atol=2e-3, rtol=0)
+    assert bool(((G @ (w @ G)) >= -1e-3).all())
+
+
+# ---- UW-SO: the paper's formula, hand-computed ------------------------------------------------
+A = torch.tensor([1.0, 2.0, 4.0])
+
+
+def _loss_step(method, a=A):
+    p = torch.nn.Parameter(torch.ones(3))
+    info = method.backward(a * p, [p], [])
+    return p.grad, info
+
+
+@pytest.mark.parametrize("temperature, expected", [
+    # L = (1, 2, 4): 1/L = (1, .5, .25); exp = (2.718282, 1.648721, 1.284025), sum 5.651029
+    (1.0, [0.481024, 0.291756, 0.227220]),
+    # 1/(L T) = (2, 1, .5): exp = (7.389056, 2.718282, 1.648721), sum 11.756059
+    (0.5, [0.628532, 0.231224, 0.140244]),
+])
+def test_uw_so_hand_computed(temperature, expected):
+    m = methods.create("uw_so", num_tasks=3, temperature=temperature)
+    g, info = _loss_step(m)
+    w = torch.tensor(expected)
+    torch.testing.assert_close(info["weights"], w, atol=2e-6, rtol=0)
+    torch.testing.assert_close(g, w * A, atol=1e-5, rtol=0)  # detached weights: dL/dp_t = w_t a_t
+    assert math.isclose(float(info["weights"].sum()), 1.0, abs_tol=1e-6)
+
+
+# ---- GO4Align: autumn9999/GO4Align methods/cluster_methods.py GO4ALIGN, transcribed -------------
+class _RefGO4Align:
+    def __init__(self, n_tasks, num_groups, robust_step_size=0.0001):
+        self.n_tasks = n_tasks
+        self.adv_probs = torch.ones(n_tasks) / n_tasks
+        self.robust_step_size = robust_step_size
+        self.num_groups = num_groups
+
+    def get_weighted_loss(self, losses, init=None):
+        adjusted_loss = losses.detach()
+        scale = adjusted_loss.sum() / adjusted_loss
+        self.adv_probs = self.adv_probs * torch.exp(- self.robust_step_size * adjusted_loss)
+        self.adv_probs = self.adv_probs / (self.adv_probs.sum())
+        weight = scale * self.adv_probs
+        weight = weight.unsqueeze(1)
+        if self.num_groups >= 2:
+            cluster_ids_x, cluster_centers = _ref_kmeans(weight, self.num_groups, init)
+            mask = torch.zeros(self.n_tasks, self.num_groups)
+            cluster_ids = cluster_ids_x.unsqueeze(1)
+            mask.scatter_(1, cluster_ids, 1)
+            kmeans_weight = torch.mm(mask, cluster_centers).squeeze(1)
+        elif self.num_groups == 1:
+            kmeans_weight = torch.ones(self.n_tasks)
+            kmeans_weight = kmeans_weight * torch.mean(weight)
+        loss = torch.sum(losses * kmeans_weight)
+        return loss, kmeans_weight
+
+
+def _ref_kmeans(X, num_clusters, indices, tol=1e-4):
+    """kmeans_pytorch.kmeans (euclidean), initial indices given instead of np.random.choice."""
+    X = X.float()
+    initial_state = X[indices]
+    while True:
+        A, B = X.unsqueeze(dim=1), initial_state.unsqueeze(dim=0)
+        dis = ((A - B) ** 2.0).sum(dim=-1).squeeze()
+        choice_cluster = torch.argmin(dis, dim=1)
+        initial_state_pre = initial_state.clone()
+        for index in range(num_clusters):
+            selected = torch.nonzero(choice_cluster == index).squeeze()
+            selected = torch.index_select(X, 0, selected)
+            initial_state[index] = selected.mean(dim=0)
+        center_shift = torch.sum(torch.sqrt(torch.sum((initial_state - initial_state_pre) ** 2, dim=1)))
+        if center_shift ** 2 < tol:
+            break
+    return choice_cluster, initial_state
+
+
+def test_go4align_equals_reference_over_steps_one_group():
+    ref = _RefGO4Align(3, num_groups=1, robust_step_size=0.05)
+    m = methods.create("go4align", num_tasks=3, robust_step_size=0.05)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        L = torch.rand(3, generator=g) * torch.tensor([0.1, 2.0, 50.0])
+        _, w_ref = ref.get_weighted_loss(L)
+        w = m.weights(L)
+        assert torch.equal(w, w_ref) and torch.equal(m.adv_probs, ref.adv_probs)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_go4align_equals_reference_with_kmeans_groups(seed):
+    T, K = 6, 3
+    ref = _RefGO4Align(T, num_groups=K, robust_step_size=0.01)
+    m = methods.create("go4align", num_tasks=T, num_groups=K, robust_step_size=0.01)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(5):
+        L = torch.rand(T, generator=g) * torch.tensor([0.05, 0.1, 1.0, 2.0, 30.0, 60.0])
+        torch.manual_seed(100 * seed + step)
+        w = m.weights(L)
+        torch.manual_seed(100 * seed + step)  # the same initial centres as the method drew
+        _, w_ref = ref.get_weighted_loss(L, init=torch.randperm(T)[:K])
+        assert torch.equal(w, w_ref)
+
+
+def test_go4align_hand_computed():
+    # L = (1, 2, 4), eta = 0.5: scale = 7 / L = (7, 3.5, 1.75); p ∝ exp(-L/2) = (.606531, .367879,
+    # .135335) / 1.109745 = (.546549, .331498, .121951); v = scale * p = (3.825843, 1.160243, .213414)
+    L = torch.tensor([1.0, 2.0, 4.0])
+    m = methods.create("go4align", num_tasks=3, robust_step_size=0.5)
+    w = m.weights(L)
+    torch.testing.assert_close(m.adv_probs, torch.tensor([0.546549, 0.331498, 0.121951]), atol=2e-6, rtol=0)
+    torch.testing.assert_close(w, torch.full((3,), (3.825843 + 1.160243 + 0.213414) / 3), atol=3e-6, rtol=0)
+    # two groups: from any two distinct initial centres Lloyd ends at {3.826} and {1.160, .213}
+    for seed in range(5):
+        torch.manual_seed(seed)
+        m = methods.create("go4align", num_tasks=3, num_groups=2, robust_step_size=0.5)
+        w = m.weights(L)
+        low = (1.160243 + 0.213414) / 2
+        torch.testing.assert_close(w, torch.tensor([3.825843, low, low]), atol=5e-6, rtol=0)
+    # the objective is sum_t w_t L_t with detached weights
+    m = methods.create("go4align", num_tasks=3, robust_step_size=0.5)
+    g, info = _loss_step(m)
+    torch.testing.assert_close(g, info["weights"] * A)
+
+
+def test_go4align_empty_cluster_keep_or_reference_nan():
+    x = torch.tensor([[1.0], [1.0], [5.0]])  # two equal initial centres: the second stays empty
+    _, keep = kmeans_1d(x, 2, torch.tensor([0, 1]))
+    assert torch.isfinite(keep).all()
+    _, nan = kmeans_1d(x, 2, torch.tensor([0, 1]), empty_cluster="nan")
+    assert torch.isnan(nan).any()  # kmeans_pytorch: the mean of an empty selection
+
+
+# ---- through backward on a tiny model -------------------------------------------------------
+class Tiny(torch.nn.Module):
+    def __init__(self, T=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = torch.nn.Linear(4, 6)
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(6, 1) for _ in range(T))
+
+    def losses(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(8, 4, generator=g), torch.randn(8, len(self.heads), generator=g)
+        h = torch.tanh(self.enc(x))
+        return torch.stack([((head(h).squeeze(1) - y[:, t]) ** 2).mean() * (10.0 ** t)
+                            for t, head in enumerate(self.heads)])
+
+
+def _jac(losses, params):
+    rows = []
+    for t in range(losses.shape[0]):
+        gs = torch.autograd.grad(losses[t], params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, params)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("name", ["config", "dualproj"])
+def test_gradient_methods_fill_reference_shared_and_plain_head_grads(name):
+    model = Tiny()
+    shared, heads = list(model.enc.parameters()), list(model.heads.parameters())
+    L = model.losses()
+    G = _jac(L, shared)
+    expected = _ref_config_update(G) if name == "config" else _ref_dualproj_weights(G) @ G
+    head_expected = torch.autograd.grad(L.sum(), heads, retain_graph=True)
+    methods.create(name, num_tasks=3).backward(L, shared, heads)
+    torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in shared]), expected, rtol=1e-5, atol=1e-6)
+    for p, e in zip(heads, head_expected):
+        torch.testing.assert_close(p.grad, e)
+
+
+@pytest.mark.parametrize("name", ["uw_so", "go4align"])
+def test_loss_methods_backward_weighted_sum(name):
+    model = Tiny()
+    params = list(model.parameters())
+    m = methods.create(name, num_tasks=3)
+    L = model.losses()
+    info = m.backward(L, list(model.enc.parameters()), list(model.heads.parameters()))
+    got = [p.grad.clone() for p in params]
+    expected = torch.autograd.grad((model.losses() * info["weights"]).sum(), params)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
+def test_yaml_defaults_build():
+    from omegaconf import OmegaConf
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    for name in ("config", "dualproj", "uw_so", "go4align"):
+        cfg = OmegaConf.to_container(OmegaConf.load(root / "configs" / "method" / f"{name}.yaml"))
+        assert cfg.pop("name") == name
+        assert methods.create(name, num_tasks=3, **cfg).name == name
