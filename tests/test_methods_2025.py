@@ -341,3 +341,60 @@ def test_yaml_defaults_build():
         cfg = OmegaConf.to_container(OmegaConf.load(root / "configs" / "method" / f"{name}.yaml"))
         assert cfg.pop("name") == name
         assert methods.create(name, num_tasks=3, **cfg).name == name
+
+
+# ---- NTKMTL (n = 1): jianke0604/NTKMTL methods/weight_methods.py NTKMTL, transcribed -------------
+def _ref_ntkmtl_backward(losses, shared_parameters, task_specific_parameters, n_tasks, ntk_exp=0.5, max_norm=1.0):
+    grad_dims = [param.data.numel() for param in shared_parameters]
+    grads = torch.Tensor(sum(grad_dims), n_tasks)
+    for i in range(n_tasks):
+        if i < n_tasks - 1:
+            losses[i].backward(retain_graph=True)
+        else:
+            losses[i].backward()
+        grads[:, i].fill_(0.0)
+        for cnt, param in enumerate(shared_parameters):
+            if param.grad is not None:
+                beg = 0 if cnt == 0 else sum(grad_dims[:cnt])
+                en = sum(grad_dims[: cnt + 1])
+                grads[beg:en, i].copy_(param.grad.data.detach().clone().view(-1))
+        for p in shared_parameters:
+            p.grad = None
+    GTG = grads.t().mm(grads)
+    w_cpu = torch.pow(torch.trace(GTG) / GTG.diagonal(), ntk_exp)
+    g = grads @ w_cpu
+    newgrad = g * n_tasks
+    for cnt, param in enumerate(shared_parameters):
+        beg = 0 if cnt == 0 else sum(grad_dims[:cnt])
+        en = sum(grad_dims[: cnt + 1])
+        param.grad = newgrad[beg:en].contiguous().view(param.data.size()).data.clone()
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(shared_parameters, max_norm)
+    return w_cpu
+
+
+@pytest.mark.parametrize("max_norm", [1.0, 100.0, 0.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_ntkmtl_equals_reference_bit_for_bit(seed, max_norm):
+    model = Tiny()
+    params = list(model.parameters())
+    shared, heads = list(model.enc.parameters()), list(model.heads.parameters())
+    _ref_ntkmtl_backward(model.losses(seed), shared, heads, 3, max_norm=max_norm)
+    ref = [p.grad.clone() for p in params]
+    model.zero_grad(set_to_none=True)
+    info = methods.create("ntkmtl", num_tasks=3, max_norm=max_norm).backward(model.losses(seed), shared, heads)
+    for a, b in zip([p.grad for p in params], ref):
+        assert torch.equal(a, b)
+    assert info["shared_grad_norm"] > 1.0 or max_norm != 1.0
+
+
+def test_ntkmtl_hand_computed():
+    # ‖g‖² = (1, 4): trace 5, w = sqrt(5 / (1, 4)) = (2.236068, 1.118034); update 2 (w1 g1 + w2 g2)
+    G = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=D64)
+    agg = methods.create("ntkmtl", num_tasks=2, max_norm=0.0).aggregate(G, torch.ones(2))
+    torch.testing.assert_close(agg.direction, torch.tensor([2 * 2.236068, 2 * 2 * 1.118034], dtype=D64), atol=1e-6, rtol=0)
+    # the weighted task gradients have equal norms: w_t ‖g_t‖ = sqrt(5) for both
+    torch.testing.assert_close(agg.weights / 2 * G.norm(dim=1), torch.full((2,), math.sqrt(5), dtype=D64))
+    # clipped to norm 1
+    agg = methods.create("ntkmtl", num_tasks=2).aggregate(G, torch.ones(2))
+    torch.testing.assert_close(agg.direction.norm(), torch.tensor(1.0, dtype=D64), atol=1e-5, rtol=0)
