@@ -3,6 +3,7 @@ implementation (written here from the reference's code, independently of mtl/met
 hand-computed cases. UW-SO has no public code: hand-computed values of the paper's formula."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -398,3 +399,195 @@ def test_ntkmtl_hand_computed():
     # clipped to norm 1
     agg = methods.create("ntkmtl", num_tasks=2).aggregate(G, torch.ones(2))
     torch.testing.assert_close(agg.direction.norm(), torch.tensor(1.0, dtype=D64), atol=1e-5, rtol=0)
+
+
+# ---- Auto-Lambda: lorenmt/auto-lambda auto_lambda.py + trainer_dense.py loop, transcribed ----------
+class _Net(torch.nn.Module):
+    """Shared MLP with BatchNorm and T heads; forward returns the list of predictions (as the
+    reference's networks), `shared`/`heads` split the parameters for the suite's method."""
+
+    def __init__(self, T=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.Tanh())
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(6, 1) for _ in range(T))
+
+    def forward(self, x):
+        h = self.enc(x)
+        return [head(h).squeeze(1) for head in self.heads]
+
+
+def _batch(seed, T=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(8, 4, generator=g), torch.randn(8, T, generator=g) * torch.tensor([1.0, 3.0, 0.3])
+
+
+def _task_losses(pred, y):
+    return [((p - y[:, t]) ** 2).mean() for t, p in enumerate(pred)]
+
+
+class _RefAutoLambda:
+    def __init__(self, model, train_tasks, weight_init=0.1):
+        self.model = model
+        self.model_ = copy.deepcopy(model)
+        self.meta_weights = torch.tensor([weight_init] * train_tasks, requires_grad=True)
+        self.n = train_tasks
+
+    def virtual_step(self, train_x, train_y, alpha, model_optim):
+        train_loss = _task_losses(self.model(train_x), train_y)
+        loss = sum([w * train_loss[i] for i, w in enumerate(self.meta_weights)])
+        gradients = torch.autograd.grad(loss, self.model.parameters())
+        with torch.no_grad():
+            for weight, weight_, grad in zip(self.model.parameters(), self.model_.parameters(), gradients):
+                if 'momentum' in model_optim.param_groups[0].keys():
+                    m = model_optim.state[weight].get('momentum_buffer', 0.) * model_optim.param_groups[0]['momentum']
+                else:
+                    m = 0
+                weight_.copy_(weight - alpha * (m + grad + model_optim.param_groups[0]['weight_decay'] * weight))
+
+    def unrolled_backward(self, train_x, train_y, val_x, val_y, alpha, model_optim):
+        self.virtual_step(train_x, train_y, alpha, model_optim)
+        pri_weights = [1.0] * self.n
+        val_loss = _task_losses(self.model_(val_x), val_y)
+        loss = sum([w * val_loss[i] for i, w in enumerate(pri_weights)])
+        d_model = torch.autograd.grad(loss, tuple(self.model_.parameters()), allow_unused=True)
+        hessian = self.compute_hessian(d_model, train_x, train_y)
+        with torch.no_grad():
+            for mw, h in zip([self.meta_weights], hessian):
+                mw.grad = - alpha * h
+
+    def compute_hessian(self, d_model, train_x, train_y):
+        norm = torch.cat([w.view(-1) for w in d_model]).norm()
+        eps = 0.01 / norm
+        with torch.no_grad():
+            for p, d in zip(self.model.parameters(), d_model):
+                p += eps * d
+        train_loss = _task_losses(self.model(train_x), train_y)
+        loss = sum([w * train_loss[i] for i, w in enumerate(self.meta_weights)])
+        d_weight_p = torch.autograd.grad(loss, self.meta_weights)
+        with torch.no_grad():
+            for p, d in zip(self.model.parameters(), d_model):
+                p -= 2 * eps * d
+        train_loss = _task_losses(self.model(train_x), train_y)
+        loss = sum([w * train_loss[i] for i, w in enumerate(self.meta_weights)])
+        d_weight_n = torch.autograd.grad(loss, self.meta_weights)
+        with torch.no_grad():
+            for p, d in zip(self.model.parameters(), d_model):
+                p += eps * d
+        return [(p - n) / (2. * eps) for p, n in zip(d_weight_p, d_weight_n)]
+
+
+def _sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4, momentum=0.9)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_auto_lambda_equals_reference_over_steps(optimizer):
+    make_opt = _sgd if optimizer == "sgd" else (lambda m: torch.optim.Adam(m.parameters(), lr=1e-2))
+    ref_model, model = _Net(), _Net()
+    ref_opt, opt = make_opt(ref_model), make_opt(model)
+    ref = _RefAutoLambda(ref_model, 3)
+    ref_meta_opt = torch.optim.Adam([ref.meta_weights], lr=1e-4)
+    m = methods.create("auto_lambda", num_tasks=3)
+
+    def loss_fn(net, batch):
+        return torch.stack(_task_losses(net(batch[0]), batch[1]))
+
+    for step in range(4):
+        (x, y), (vx, vy) = _batch(step), _batch(100 + step)
+        # reference trainer_dense.py: meta update, then the weighted training step
+        ref_meta_opt.zero_grad()
+        ref.unrolled_backward(x, y, vx, vy, ref_opt.param_groups[0]["lr"], ref_opt)
+        ref_meta_opt.step()
+        ref_opt.zero_grad()
+        train_loss = _task_losses(ref_model(x), y)
+        sum([w * train_loss[i] for i, w in enumerate(ref.meta_weights)]).backward()
+        ref_opt.step()
+        # the suite: the trainer's order (before_step, forward, backward, step)
+        ctx = methods.StepContext(model=model, batch=(x, y), val_batch=(vx, vy), loss_fn=loss_fn, optimizer=opt)
+        m.before_step(ctx)
+        opt.zero_grad()
+        info = m.backward(loss_fn(model, (x, y)), list(model.enc.parameters()), list(model.heads.parameters()), ctx=ctx)
+        opt.step()
+        assert torch.equal(m.meta_weights.detach(), ref.meta_weights.detach()), step
+        assert torch.equal(info["weights"], ref.meta_weights.detach())
+        for a, b in zip(model.parameters(), ref_model.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(m.meta_weights.detach(), torch.full((3,), 0.1))  # the weights moved
+
+
+def test_auto_lambda_first_meta_step_by_hand_direction():
+    # Adam's first step moves each weight by -lr * sign(grad): 0.1 -/+ 1e-4 exactly in direction
+    model, opt = _Net(), None
+    opt = _sgd(model)
+    m = methods.create("auto_lambda", num_tasks=3)
+    (x, y), (vx, vy) = _batch(0), _batch(1)
+    ctx = methods.StepContext(model=model, batch=(x, y), val_batch=(vx, vy), optimizer=opt,
+                              loss_fn=lambda net, b: torch.stack(_task_losses(net(b[0]), b[1])))
+    m.before_step(ctx)
+    moved = m.meta_weights.detach() - 0.1
+    torch.testing.assert_close(moved.abs(), torch.full((3,), 1e-4), rtol=1e-3, atol=0)
+    assert m.meta_skipped == 0
+
+
+# ---- NTKMTL-SR: the commented NTKMTL-SR block of jianke0604/NTKMTL weight_methods.py, transcribed ---
+def _ref_ntkmtl_sr(losses, representation, n_tasks, ntk_exp=0.5, max_norm=1.0, shared_parameters=()):
+    z_list = [representation for _ in range(n_tasks)]
+    batch_size = losses.shape[0]
+    lambda_ = np.array([0.0] * n_tasks)
+    for i in range(n_tasks):
+        lambda_[i] = 0.0
+        J = []
+        for j in range(batch_size):
+            delta = torch.autograd.grad(losses[j][i], z_list[i], retain_graph=True)
+            J.append(torch.cat([torch.flatten(grad) for grad in delta]))
+        J = torch.stack(J)
+        JJ = J.mm(J.t())
+        lambda_[i] = torch.linalg.eigvalsh(JJ)[-1]
+    lambda_sum = np.sum(lambda_)
+    lambda_ = np.power(lambda_sum / lambda_, ntk_exp)
+    loss = torch.mean(losses, 0)
+    loss = torch.sum(loss * torch.tensor(lambda_))
+    # base WeightMethod.backward: clip_grad_norm_ (on the cleared gradients), then loss.backward()
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(shared_parameters, max_norm)
+    loss.backward()
+    return lambda_
+
+
+@pytest.mark.parametrize("B", [8, 10])  # 10: torch.chunk's last chunk is smaller
+def test_ntkmtl_sr_equals_reference(B):
+    from mtl.engine import Representation
+    net = _Net()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(B, 4, generator=g), torch.randn(B, 3, generator=g)
+    # reference (quantum_chemistry/trainer.py, NTKMTL-SR): per-sample MSE, 4 chunks, their means
+    net.zero_grad()
+    feats = net.enc(x)
+    out = torch.stack([head(feats).squeeze(1) for head in net.heads], dim=1)
+    per = torch.nn.functional.mse_loss(out, y, reduction="none")
+    chunked = torch.stack([c.mean(dim=0) for c in torch.chunk(per, 4, dim=0)], dim=0)
+    lam = _ref_ntkmtl_sr(chunked, feats, 3, shared_parameters=list(net.enc.parameters()))
+    ref = [p.grad.clone() for p in net.parameters()]
+    # the suite: heads on the split representation, the context holds the per-sample losses
+    net.zero_grad()
+    rep = Representation.split(net.enc(x))
+    per = (torch.stack([head(rep.leaf).squeeze(1) for head in net.heads], dim=1) - y) ** 2
+    m = methods.create("ntkmtl_sr", num_tasks=3)
+    info = m.backward(per.mean(0), list(net.enc.parameters()), list(net.heads.parameters()), rep=rep,
+                      ctx=methods.StepContext(sample_losses=per, features=rep))
+    np.testing.assert_array_equal(info["weights"].numpy(), lam.astype(np.float32))
+    for a, b in zip([p.grad for p in net.parameters()], ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_ntkmtl_sr_weights_by_hand():
+    # one chunk per sample, z = (z1, z2), L_t = a_t z_t for two tasks and two samples: J_t rows are
+    # a_t e_t, NTK_t = a_t^2 [[1, 1], [1, 1]] (both samples share z), largest eigenvalue 2 a_t^2
+    z = torch.tensor([1.0, 1.0], requires_grad=True)
+    a = torch.tensor([1.0, 3.0])
+    L = torch.stack([a * z, a * z])  # [n = 2, T = 2]
+    from mtl.methods.ntkmtl_sr import ntk_sr_weights
+    w = ntk_sr_weights(L, z, 0.5)
+    # lambda = (2, 18): (20 / lambda) ** 0.5 = (sqrt 10, sqrt(10/9))
+    np.testing.assert_allclose(w, [math.sqrt(10), math.sqrt(10 / 9)], rtol=1e-12)

@@ -13,7 +13,8 @@ second batch (x', y') of the training set in another order (the reference's `val
      L_t(θ − εd; x)) / 2ε, with θ perturbed in place and restored (θ + εd − 2εd + εd, as the
      reference: not bit-exact θ); λ.grad = −α h, one Adam step on λ.
 Then the step's objective is Σ_t λ_t L_t (one backward; heads get the weighted gradients). Extra
-passes per step: 4 forwards and 4 backwards. In the training forward of the perturbed model, BatchNorm
+passes per step: 4 forwards and 4 backwards. Under fp16 loss scaling a meta step whose gradients
+overflow is skipped before θ is perturbed (`meta_skipped` counts them; the reference runs in fp32). In the training forward of the perturbed model, BatchNorm
 running statistics move as in the reference. Needs "passes" and "val_batch" (the trainer
 provides them); a loop that calls only `backward` trains with the current λ and never updates them.
 """
@@ -29,6 +30,11 @@ from mtl.methods._hparams import Real
 from mtl.methods.registry import register
 
 
+def _finite(tensors) -> bool:
+    """All finite (one host sync)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 def _weighted(weights, losses):
     """sum([w * losses[i] for i, w in enumerate(weights)]): Python's sum, left to right from 0."""
     return sum([w * losses[i] for i, w in enumerate(weights)])
@@ -39,12 +45,14 @@ class AutoLambda(LossWeighting):
     name = "auto_lambda"
     hparams = {"weight_init": Real(), "meta_lr": Real(gt=0)}
     needs = frozenset({"passes", "val_batch"})
+    _state_attrs = ("meta_skipped",)
 
     def __init__(self, num_tasks: int, *, weight_init: float = 0.1, meta_lr: float = 1e-4, **kw):
         super().__init__(num_tasks, **kw)
         self.meta_weights = nn.Parameter(torch.tensor([float(weight_init)] * num_tasks))
         self.meta_opt = torch.optim.Adam([self.meta_weights], lr=float(meta_lr))
         self._model_copy: list[nn.Module] = []  # a list: not a submodule of the method (not in its state)
+        self.meta_skipped = 0  # meta steps skipped on non-finite gradients (fp16 overflow); the reference has none
 
     def task_terms(self, losses):
         w = self.meta_weights.detach().to(losses.dtype)
@@ -75,6 +83,9 @@ class AutoLambda(LossWeighting):
         val_loss = _weighted([1.0] * self.num_tasks, ctx.loss_fn(model_, ctx.val_batch))
         d_model = torch.autograd.grad(val_loss, params_, allow_unused=True)
         d_model = [torch.zeros_like(p) if d is None else d for d, p in zip(d_model, params_)]
+        if not _finite([*grads, *d_model]):  # fp16: an overflowing pass skips the meta step, θ untouched
+            self.meta_skipped += 1
+            return
         # 3. finite-difference Hessian-vector product w.r.t. lambda
         eps = 0.01 / torch.cat([d.view(-1) for d in d_model]).norm()
         with torch.no_grad():
@@ -90,6 +101,9 @@ class AutoLambda(LossWeighting):
                 p += eps * d
         hessian = (d_weight_p[0] - d_weight_n[0]) / (2. * eps)
         self.engine.backward_passes += 4
+        if not _finite([hessian]):
+            self.meta_skipped += 1
+            return
         with torch.no_grad():
             self.meta_weights.grad = -alpha * hessian
         self.meta_opt.step()

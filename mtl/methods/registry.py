@@ -7,6 +7,10 @@ _REGISTRY: dict[str, type] = {}
 def register(cls):
     """Class decorator: make `cls` creatable by its `name`."""
     name = cls.name
+    from mtl.methods.base import NEEDS
+    unknown = set(getattr(cls, "needs", ())) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"method {name!r} needs {sorted(unknown)}; a method can need only {list(NEEDS)}")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise ValueError(f"method name {name!r} registered twice ({_REGISTRY[name]} and {cls})")
     _REGISTRY[name] = cls
