@@ -80,3 +80,28 @@ def test_context_methods_train_through_the_trainer(train, name):
                   "benchmark.build.n_train=256"])
     summary = json.loads((path / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["delta_p"] == summary["delta_p"]
+
+
+def test_2025_campaigns_add_the_new_baselines_after_the_papers_21():
+    from mtl.benchmarks.paper import campaign_methods
+    from mtl.campaigns.workflows import load_experiment, sweep_params
+
+    paper = campaign_methods()
+    new = ["config", "dualproj", "uw_so", "go4align", "ntkmtl", "auto_lambda"]
+    for bench, extra in (("qm9", ["ntkmtl_sr"]), ("office31", [])):
+        params = sweep_params(load_experiment(f"reproduce_{bench}_2025"))
+        assert params["method"] == [*paper, *new, *extra] and params["benchmark"] == [bench]
+        assert set(params["method"]) <= set(methods.available())
+
+
+def test_docs_step_context_example_runs():
+    from tests.test_readme import code_blocks
+    block = next(b for b in code_blocks("python") if "class InverseSpread" in b)
+    scope: dict = {}
+    try:
+        exec(block, scope)
+        # per-sample spreads: std(0, 1, 2, 3) = 1.290994, std(1, 1, 1, 1) = 0
+        torch.testing.assert_close(scope["info"]["weights"], torch.tensor([1 / 2.290994, 1.0]), atol=1e-6, rtol=0)
+        assert scope["w"].grad is not None
+    finally:
+        _REGISTRY.pop("inverse_spread", None)
