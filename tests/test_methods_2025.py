@@ -419,7 +419,7 @@ class _Net(torch.nn.Module):
 
 def _batch(seed, T=3):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(8, 4, generator=g), torch.randn(8, T, generator=g) * torch.tensor([1.0, 3.0, 0.3])
+    return torch.randn(8, 4, generator=g), torch.randn(8, T, generator=g) * torch.tensor([1.0, 3.0, 0.3])[:T]
 
 
 def _task_losses(pred, y):
@@ -591,3 +591,97 @@ def test_ntkmtl_sr_weights_by_hand():
     w = ntk_sr_weights(L, z, 0.5)
     # lambda = (2, 18): (20 / lambda) ** 0.5 = (sqrt 10, sqrt(10/9))
     np.testing.assert_allclose(w, [math.sqrt(10), math.sqrt(10 / 9)], rtol=1e-12)
+
+
+# ---- MOML: LibMTL trainer.py bacth_forward_MOML (+ TW, MGDA normaliser and solver), transcribed ----
+def _ref_moml_step(model, tw, tw_optimizer, optimizer, inner, outer, task_num, inner_lr=0.1):
+    import torch.nn.functional as F
+    from tests.test_gradient_methods_a import _libmtl_min_norm
+
+    def forward4loss(m, batch):
+        return torch.stack(_task_losses(m(batch[0]), batch[1]))
+
+    meta_model = copy.deepcopy(model)
+    losses = forward4loss(meta_model, inner)
+    g_f = []
+    for tn in range(task_num):
+        # allow_unused + zeros: the reference raises for parameters a task's loss does not reach
+        g_f_tn = torch.autograd.grad(losses[tn], meta_model.parameters(), retain_graph=True, allow_unused=True)
+        g_f.append(torch.cat([(torch.zeros_like(p) if g is None else g).view(-1)
+                              for g, p in zip(g_f_tn, meta_model.parameters())]))
+    g_f = torch.stack(g_f)
+    beg = 0
+    alpha = tw.data.clone()
+    for p in meta_model.parameters():
+        p_grad = (F.softmax(alpha, dim=-1) @ g_f[:, beg:beg + p.numel()]).view(p.size())
+        p.data -= inner_lr * p_grad
+        beg += p.numel()
+    g_s = torch.autograd.functional.jacobian(lambda x: F.softmax(x, dim=-1), alpha)
+    losses = forward4loss(meta_model, outer)
+    alpha_grad = torch.zeros(task_num, len(alpha))
+    for tn in range(task_num):
+        g_F_tn = torch.autograd.grad(losses[tn], meta_model.parameters(), retain_graph=True, allow_unused=True)
+        g_F_tn = torch.cat([(torch.zeros_like(p) if g is None else g).view(-1)
+                            for g, p in zip(g_F_tn, meta_model.parameters())])
+        alpha_grad[tn] = - inner_lr * g_F_tn @ g_f.t() @ g_s
+    gn = alpha_grad.pow(2).sum(-1).sqrt()  # MGDA._gradient_normalizers(ntype='l2')
+    alpha_grad = alpha_grad / gn.unsqueeze(1).repeat(1, alpha_grad.size()[1])
+    sol = _libmtl_min_norm(alpha_grad)
+    alpha_grad = sum([sol[tn] * alpha_grad[tn] for tn in range(task_num)])
+    tw_optimizer.zero_grad()
+    tw.grad = alpha_grad
+    tw_optimizer.step()
+    # update model (the reference draws a third batch here; the suite uses the inner batch)
+    losses = forward4loss(model, inner)
+    loss = torch.sum(torch.mul(F.softmax(tw, dim=-1), losses))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    tw_optimizer.zero_grad()
+
+
+@pytest.mark.parametrize("T", [2, 3])
+def test_moml_equals_libmtl_over_steps(T):
+    ref_model, model = _Net(T), _Net(T)
+    ref_opt, opt = torch.optim.Adam(ref_model.parameters(), lr=1e-2), torch.optim.Adam(model.parameters(), lr=1e-2)
+    tw = torch.nn.Parameter(torch.FloatTensor(T))
+    torch.nn.init.constant_(tw, 1 / T)
+    tw_opt = torch.optim.Adam([tw], lr=1e-3)
+    m = methods.create("moml", num_tasks=T)
+
+    def loss_fn(net, batch):
+        return torch.stack(_task_losses(net(batch[0]), batch[1]))
+
+    for step in range(4):
+        inner, outer = _batch(step, T), _batch(50 + step, T)
+        _ref_moml_step(ref_model, tw, tw_opt, ref_opt, inner, outer, T)
+        ctx = methods.StepContext(model=model, batch=inner, val_batch=outer, loss_fn=loss_fn, optimizer=opt)
+        m.before_step(ctx)
+        opt.zero_grad()
+        info = m.backward(loss_fn(model, inner), list(model.enc.parameters()), list(model.heads.parameters()), ctx=ctx)
+        opt.step()
+        assert torch.equal(m.alpha.detach(), tw.detach()), step
+        torch.testing.assert_close(info["weights"], torch.softmax(tw.detach(), -1), rtol=0, atol=0)
+        for a, b in zip(model.parameters(), ref_model.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(m.alpha.detach(), torch.full((T,), 1 / T))
+
+
+def test_moml_two_tasks_hand_direction():
+    # two tasks: softmax's Jacobian is s1 s2 [[1, -1], [-1, 1]], so each row of the upper-level
+    # Jacobian is a multiple of (1, -1); l2-normalised, each is ±(1, -1)/sqrt 2. Same signs: the
+    # min-norm point is that row and Adam's first step moves alpha by ∓1e-3, opposite for the two
+    # tasks; opposite signs: the min-norm point is 0 up to rounding, which Adam's first step
+    # (g / (|g| + 1e-8)) turns into a move of at most 1e-3 (as in the reference)
+    sizes = []
+    for seed in range(6):
+        model, m = _Net(2), methods.create("moml", num_tasks=2)
+        ctx = methods.StepContext(model=model, batch=_batch(seed, 2), val_batch=_batch(10 + seed, 2), optimizer=None,
+                                  loss_fn=lambda net, b: torch.stack(_task_losses(net(b[0]), b[1])))
+        m.before_step(ctx)
+        moved = (m.alpha.detach() - 0.5).double()
+        assert float(moved.sum()) == pytest.approx(0.0, abs=1e-9)
+        g = m.alpha.grad.abs()  # the combined row: ±(1, -1)/sqrt 2, or ~0
+        assert torch.allclose(g, torch.full((2,), 2 ** -0.5), atol=1e-6) or float(g.max()) < 1e-6
+        sizes.append(float(moved.abs().max()))
+    assert max(sizes) <= 1e-3 * (1 + 1e-4) and any(s == pytest.approx(1e-3, rel=1e-4) for s in sizes)

@@ -271,7 +271,8 @@ class Runner:
         with autocast(self.precision, self.device):
             losses = self.workload.compute_losses(model, batch)[0]
         losses = losses.float()
-        self.steps.attach(losses)
+        if model is self.model:  # a method's copy of the model has no unscaling hooks (as the trainer)
+            self.steps.attach(losses)
         return losses
 
     def step(self) -> float:

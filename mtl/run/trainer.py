@@ -417,11 +417,14 @@ class Trainer:
 
     def _loss_fn(self, model, batch) -> torch.Tensor:
         """Per-task losses [T] of `batch` under `model` (the network or a method's copy of it), with
-        the step's precision; under fp16 their backward is loss-scaled like the step's own."""
+        the step's precision. Under fp16 the network's backward is loss-scaled like the step's own
+        (its parameters' hooks unscale the gradients); a copy's parameters carry no such hooks, so
+        the losses of a copy are not scaled."""
         with precision.autocast(self.precision, self.device):
             losses = self.bench.compute_losses(model, batch)[0]
         losses = losses.float()
-        self.steps.attach(losses)
+        if model is self.model:
+            self.steps.attach(losses)
         return losses
 
     def _check_losses(self, losses: torch.Tensor, epoch: int, step: int) -> None:
