@@ -105,3 +105,9 @@ def test_docs_step_context_example_runs():
         assert scope["w"].grad is not None
     finally:
         _REGISTRY.pop("inverse_spread", None)
+
+
+@pytest.mark.parametrize("part", [{"loss": "auto_lambda"}, {"loss": "moml"}, {"grad": "ntkmtl_sr"}])
+def test_combinations_refuse_parts_that_need_a_context(part):
+    with pytest.raises(InvalidCombination, match="step context"):
+        methods.create("combo", num_tasks=3, **part)
