@@ -685,3 +685,123 @@ def test_moml_two_tasks_hand_direction():
         assert torch.allclose(g, torch.full((2,), 2 ** -0.5), atol=1e-6) or float(g.max()) < 1e-6
         sizes.append(float(moved.abs().max()))
     assert max(sizes) <= 1e-3 * (1 + 1e-4) and any(s == pytest.approx(1e-3, rel=1e-4) for s in sizes)
+
+
+# ---- FORUM: LibMTL trainer.py bacth_forward_FORUM (+ TW), transcribed ---------------------------
+def _ref_forum_step(model, tw, tw_optimizer, optimizer, inner, outer, lambda_buffer, epoch, task_num,
+                    phi=0.1, inner_step=5, inner_lr=0.1):
+    import cvxpy as cp
+    import torch.nn.functional as F
+
+    def forward4loss(m, batch):
+        return torch.stack(_task_losses(m(batch[0]), batch[1]))
+
+    def tw_fn(loss):
+        return torch.sum(torch.mul(F.softmax(tw, dim=-1), loss))
+
+    grad_index = [param.data.numel() for param in model.parameters()]
+    train_losses = forward4loss(model, inner)
+    loss = tw_fn(train_losses)
+    g_f = torch.autograd.grad(loss, [tw] + list(model.parameters()))
+    g_f = torch.cat([g.view(-1) for g in g_f])
+    inner_model = copy.deepcopy(model)
+    inner_optim = torch.optim.SGD(inner_model.parameters(), lr=inner_lr, weight_decay=0)
+    for i in range(inner_step):
+        train_losses = forward4loss(inner_model, inner)
+        loss = tw_fn(train_losses)
+        if loss.item() > 1e+5:
+            break
+        inner_optim.zero_grad()
+        loss.backward()
+        inner_optim.step()
+        tw_optimizer.zero_grad()
+    train_losses = forward4loss(inner_model, inner)
+    loss = tw_fn(train_losses)
+    g_f_hat_alpha = torch.cat([g.view(-1) for g in torch.autograd.grad(loss, [tw])])
+    g_q_beta = copy.deepcopy(g_f)
+    g_q_beta[:task_num] = g_q_beta[:task_num] - g_f_hat_alpha
+    train_losses = forward4loss(model, outer)
+    g_F_omega_list = []
+    for tn in range(task_num):
+        # allow_unused + zeros: the reference raises for parameters a task's loss does not reach
+        g = torch.autograd.grad(train_losses[tn], model.parameters(), retain_graph=True, allow_unused=True)
+        g_F_omega_list.append(torch.cat([(torch.zeros_like(p) if x is None else x).view(-1)
+                                         for x, p in zip(g, model.parameters())]))
+    g_F_omega_list = torch.stack(g_F_omega_list)
+    gn = g_F_omega_list.pow(2).sum(-1).sqrt()
+    g_F_omega_list = g_F_omega_list / gn.unsqueeze(1).repeat(1, g_F_omega_list.size()[1])
+    g_F_omega_list = torch.cat([torch.zeros(task_num, task_num), g_F_omega_list], dim=1)
+    pi = []
+    for tn in range(task_num):
+        pi.append(phi - ((g_q_beta * g_F_omega_list[tn]).sum() / (g_q_beta.norm().pow(2) + 1e-8)).item())
+    w_constant = phi * (g_q_beta.norm().pow(2) + 1e-8).item()
+    A = torch.cat([g_F_omega_list, g_q_beta.unsqueeze(0)], dim=0)
+    AAT = (A @ A.t()).detach().cpu().numpy()
+    c, v = np.linalg.eig(AAT)
+    gg_sqrt = v @ np.diag(np.sqrt(np.maximum(c, 0))) @ np.linalg.inv(v)
+    g_cp = cp.Parameter(shape=(task_num + 1, task_num + 1), value=gg_sqrt)
+    w_cp = cp.Variable(shape=(task_num + 1), nonneg=True)
+    constraints = [cp.sum(w_cp[:-1]) == 1,
+                   w_cp[-1] >= cp.sum([w_cp[tn] * pi[tn] for tn in range(task_num)]),
+                   w_cp >= 0]
+    prob = cp.Problem(cp.Minimize(cp.quad_over_lin(g_cp @ w_cp, 1) - w_cp[-1] * w_constant), constraints)
+    prob.solve()
+    w_cpu = w_cp.value
+    for tn in range(task_num):
+        lambda_buffer[tn] = lambda_buffer[tn] + (1 / (epoch + 1) ** (3 / 4)) * (w_cpu[tn] - lambda_buffer[tn])
+    nu = max(sum([lambda_buffer[tn] * pi[tn] for tn in range(task_num)]), 0)
+    g_final = sum([lambda_buffer[tn] * g_F_omega_list[tn] for tn in range(task_num)]) + nu * g_q_beta
+    tw_optimizer.zero_grad()
+    tw.grad = g_final[:task_num]
+    optimizer.zero_grad()
+    count = 0
+    for param in model.parameters():
+        beg = 0 if count == 0 else sum(grad_index[:count])
+        end = sum(grad_index[:(count + 1)])
+        param.grad = g_final[task_num:][beg:end].contiguous().view(param.data.size()).data.clone()
+        count += 1
+    tw_optimizer.step()
+    optimizer.step()
+    return lambda_buffer
+
+
+def test_forum_equals_libmtl_over_steps():
+    T = 3
+    ref_model, model = _Net(T), _Net(T)
+    ref_opt, opt = torch.optim.Adam(ref_model.parameters(), lr=1e-2), torch.optim.Adam(model.parameters(), lr=1e-2)
+    tw = torch.nn.Parameter(torch.FloatTensor(T))
+    torch.nn.init.constant_(tw, 1 / T)
+    tw_opt = torch.optim.Adam([tw], lr=1e-3)
+    lambda_buffer = np.zeros([T])
+    m = methods.create("forum", num_tasks=T)
+
+    def loss_fn(net, batch):
+        return torch.stack(_task_losses(net(batch[0]), batch[1]))
+
+    for step in range(4):
+        epoch = step // 2
+        if step % 2 == 0:
+            m.on_epoch_start(epoch)
+        inner, outer = _batch(step, T), _batch(70 + step, T)
+        lambda_buffer = _ref_forum_step(ref_model, tw, tw_opt, ref_opt, inner, outer, lambda_buffer, epoch, T)
+        ctx = methods.StepContext(model=model, batch=inner, val_batch=outer, loss_fn=loss_fn, optimizer=opt)
+        m.before_step(ctx)
+        opt.zero_grad()
+        info = m.backward(loss_fn(model, inner), list(model.enc.parameters()), list(model.heads.parameters()), ctx=ctx)
+        opt.step()
+        np.testing.assert_array_equal(m.lambda_buffer, lambda_buffer)
+        assert torch.equal(m.alpha.detach(), tw.detach()), step
+        np.testing.assert_array_equal(info["weights"].numpy(), lambda_buffer.astype(np.float32))
+        for a, b in zip(model.parameters(), ref_model.parameters()):
+            assert torch.equal(a, b), step
+    assert (lambda_buffer > 0).any()
+
+
+def test_forum_first_lambda_is_the_qp_solution_and_sums_to_one():
+    # epoch 0: lambda = 0 + 1 * (w - 0) = w, whose first T entries sum to 1 (the QP's constraint)
+    model, m = _Net(3), methods.create("forum", num_tasks=3)
+    m.on_epoch_start(0)
+    ctx = methods.StepContext(model=model, batch=_batch(0), val_batch=_batch(1), optimizer=None,
+                              loss_fn=lambda net, b: torch.stack(_task_losses(net(b[0]), b[1])))
+    m.before_step(ctx)
+    assert (m.lambda_buffer >= -1e-6).all() and m.lambda_buffer.sum() == pytest.approx(1.0, abs=1e-5)

@@ -73,7 +73,7 @@ def test_what_a_benchmark_cannot_provide_is_refused_before_training(train):
         train(["benchmark=toy", "method=ntkmtl_sr", "trainer.epochs=1", "trainer.max_steps_per_epoch=1"])
 
 
-@pytest.mark.parametrize("name", ["auto_lambda", "moml", "ntkmtl_sr"])
+@pytest.mark.parametrize("name", ["auto_lambda", "moml", "forum", "ntkmtl_sr"])
 def test_context_methods_train_through_the_trainer(train, name):
     import json
     path = train(["benchmark=synthetic", f"method={name}", "trainer.epochs=2", "trainer.max_steps_per_epoch=3",
@@ -87,7 +87,7 @@ def test_2025_campaigns_add_the_new_baselines_after_the_papers_21():
     from mtl.campaigns.workflows import load_experiment, sweep_params
 
     paper = campaign_methods()
-    new = ["config", "dualproj", "uw_so", "go4align", "ntkmtl", "auto_lambda", "moml"]
+    new = ["config", "dualproj", "uw_so", "go4align", "ntkmtl", "auto_lambda", "moml", "forum"]
     for bench, extra in (("qm9", ["ntkmtl_sr"]), ("office31", [])):
         params = sweep_params(load_experiment(f"reproduce_{bench}_2025"))
         assert params["method"] == [*paper, *new, *extra] and params["benchmark"] == [bench]
@@ -107,7 +107,7 @@ def test_docs_step_context_example_runs():
         _REGISTRY.pop("inverse_spread", None)
 
 
-@pytest.mark.parametrize("part", [{"loss": "auto_lambda"}, {"loss": "moml"}, {"grad": "ntkmtl_sr"}])
+@pytest.mark.parametrize("part", [{"loss": "auto_lambda"}, {"loss": "moml"}, {"loss": "forum"}, {"grad": "ntkmtl_sr"}])
 def test_combinations_refuse_parts_that_need_a_context(part):
     with pytest.raises(InvalidCombination, match="step context"):
         methods.create("combo", num_tasks=3, **part)
