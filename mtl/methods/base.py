@@ -27,6 +27,7 @@ from mtl.engine import (Representation, MODES, GradientEngine, NonFiniteGradient
                         assign_flat_grad)
 from mtl.errors import InvalidCombination, InvalidLoss, MissingEpochStatistics
 from mtl.methods._hparams import Bool, Choice, Either, Instance, Spec
+from mtl.methods.registry import NEEDS  # noqa: F401  (re-exported: the vocabulary of `needs`)
 
 LOG_EPS = 1e-8  # LibMTL / DB-MTL: log(L + 1e-8)
 TRANSFORMS = ("identity", "log")
@@ -93,9 +94,6 @@ class Aggregate:
     weights: torch.Tensor | None = None
     direction: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
-
-
-NEEDS = ("features", "sample_losses", "val_batch", "passes")
 
 
 @dataclass

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 _REGISTRY: dict[str, type] = {}
+# what a method may declare in `needs` (see mtl.methods.base.StepContext)
+NEEDS = ("features", "sample_losses", "val_batch", "passes")
 
 
 def register(cls):
     """Class decorator: make `cls` creatable by its `name`."""
     name = cls.name
-    from mtl.methods.base import NEEDS
     unknown = set(getattr(cls, "needs", ())) - set(NEEDS)
     if unknown:
         raise ValueError(f"method {name!r} needs {sorted(unknown)}; a method can need only {list(NEEDS)}")
