@@ -68,7 +68,7 @@ data-qm9: install
 
 # ---- reproduction workflows (relaunch-safe: finished runs are skipped, interrupted ones resume) --
 # (reproduce-<bench> targets are a pattern rule below: make skips pattern rules for .PHONY names)
-.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy
+.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy front tune
 
 tables: install
 	$(PY) scripts/tables.py
@@ -81,6 +81,20 @@ sweep-alpha: install
 
 compare: install
 	$(PY) scripts/compare.py --method $(METHOD) --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+# equal tuning budget: Optuna (Hydra sweeper) over the lr + configs/tune/<METHOD>.yaml for TRIALS trials,
+# chosen on val only; then the best on SEEDS (run tag _tuned<TRIALS>); results/tune/<bench>/<method>.yaml
+TRIALS ?= 8
+tune: install
+	$(PY) scripts/tune.py --method $(METHOD) --bench $(BENCH) --trials $(TRIALS) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+# the scalarization front: method=fixed over a grid of weights x SEEDS, every method's runs against it
+# (METHODS=ew,mgda,... trains those too); results/front/<bench>_front.{csv,png}
+# (FRONT_SEEDS: seeds of the fixed-weight runs, default SEEDS)
+METHODS ?=
+FRONT_SEEDS ?= $(SEEDS)
+front: install
+	$(PY) scripts/front.py --bench $(BENCH) --seeds $(SEEDS) --front-seeds $(FRONT_SEEDS) --methods "$(METHODS)" --launcher $(LAUNCHER)
 
 # reproduce-<bench>: every method of configs/experiment/reproduce_<bench>.yaml x SEEDS, plus STL, then the table
 # (reproduce-nyuv2-segnet -> reproduce_nyuv2_segnet)
