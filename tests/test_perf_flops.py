@@ -71,3 +71,27 @@ def test_campaign_cost_reads_the_protocol_from_the_configs():
     assert committed.per_method_ms["db_mtl"][1] == "measured" and committed.per_method_ms["ew"][1] == "measured"
     assert 40 < committed.gpu_hours < 120  # ~60 H100-hours of training by the issue's arithmetic
     assert "reproduce-cityscapes" in cost.markdown(("cityscapes",))
+
+
+def test_speed_key_fast_and_exact(tmp_path, train):
+    """trainer.speed=fast: autotuned cuDNN, channels_last, TF32 matmuls, recorded in the runtime;
+    exact (the default) leaves the papers' deterministic setting; a typo is one line."""
+    import json
+
+    from mtl.errors import InvalidValue
+    from mtl.run.device import speed_settings
+
+    assert speed_settings("exact", True, False) == {"speed": "exact", "deterministic": True, "channels_last": False,
+                                                    "matmul_precision": "highest"}
+    assert speed_settings("fast", True, False)["deterministic"] is False
+    with pytest.raises(InvalidValue, match="exact"):
+        speed_settings("fastest", True, False)
+    try:
+        run_dir = train(["benchmark=synthetic", "benchmark.build.n_train=64", "trainer.epochs=1",
+                         "run.checkpoint=false", "trainer.speed=fast"])
+        s = json.loads((run_dir / "summary.json").read_text())
+        assert s["speed"] == "fast" and s["cudnn_deterministic"] is False and s["channels_last"] is True
+        assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
