@@ -193,6 +193,11 @@ class Runner:
         if encoder is not None:
             encoder.register_forward_hook(self._hook_output)
         if compile:  # the forward pass through torch.compile (backend: inductor, aot_eager, ...)
+            # T backward passes need retain_graph, which AOTAutograd's donated buffers forbid
+            # ("compiled with non-empty donated buffers which requires ... retain_graph=False")
+            import torch._functorch.config as functorch_config
+
+            functorch_config.donated_buffer = False
             self.model.forward = torch.compile(self.model.forward, backend=compile)
         if self.method is not None:
             self.method.on_epoch_start(0)
