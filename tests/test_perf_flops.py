@@ -31,7 +31,7 @@ def test_peaks_have_sources_and_the_cpu_measures_a_matmul():
     from mtl.perf.flops import PEAKS, chip_peak, peak_tflops
 
     assert chip_peak("NVIDIA H100 80GB HBM3")[0].startswith("H100 SXM")
-    assert chip_peak("NVIDIA H200")[0] == "H200"
+    assert chip_peak("NVIDIA H200")[0] == "H200" and chip_peak("NVIDIA H200 NVL")[0] == "H200 NVL"
     for entry in PEAKS.values():
         assert entry["bf16"] > entry["tf32"] > entry["fp32"] and entry["source"]
     peak, source = peak_tflops("cpu", "fp32")

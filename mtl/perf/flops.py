@@ -51,6 +51,8 @@ PEAKS: dict[str, dict[str, Any]] = {
                              "source": "NVIDIA H100 datasheet, SXM5: 1,979 bf16/fp16, 989 TF32 TFLOPS with sparsity; 67 fp32"},
     "H100 PCIe / NVL": {**_H100_PCIE, "match": ("h100 pcie", "h100 nvl"),
                         "source": "NVIDIA H100 datasheet, PCIe: 1,513 bf16/fp16, 756 TF32 TFLOPS with sparsity; 51 fp32"},
+    "H200 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0, "match": ("h200 nvl",),
+                 "source": "NVIDIA H200 datasheet, NVL: 1,671 bf16/fp16, 835 TF32 TFLOPS with sparsity; 60 fp32"},
     "H200": {**_H100_SXM, "match": ("h200",),
              "source": "NVIDIA H200 datasheet: 1,979 bf16/fp16, 989 TF32 TFLOPS with sparsity; 67 fp32 (as H100 SXM)"},
 }

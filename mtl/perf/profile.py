@@ -5,7 +5,8 @@
     python -m mtl.perf.profile --size tiny --device cpu       # the CPU check (tests)
 
 For each setting (precision fp32/TF32 | bf16 | fp16, cuDNN deterministic on/off, NCHW or
-channels_last, eager or `torch.compile` of the forward) and each method (EW, DB-MTL), one
+channels_last, eager or `torch.compile` of the forward; the autotuned rows also run fp32 matmuls as
+TF32, as `trainer.speed=fast` does) and each method (EW, DB-MTL), one
 `mtl.perf.step.Runner` (the trainer's step: forward, losses, method.backward, optimizer step) is
 warmed up, timed (median of `--steps` synchronised steps), then profiled over `--profile-steps`
 steps. Reported per row: step ms, achieved TFLOP/s and the fraction of the chip's peak (FLOPs
