@@ -95,3 +95,12 @@ def test_speed_key_fast_and_exact(tmp_path, train):
     finally:
         torch.set_float32_matmul_precision("highest")
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+
+
+def test_runs_from_before_trainer_speed_resume_as_exact():
+    from mtl.run.resume import changed_keys
+
+    stored = "trainer:\n  deterministic: true\n"
+    assert changed_keys(stored, {"trainer": {"deterministic": True, "speed": "exact"}}) == []
+    assert changed_keys(stored, {"trainer": {"deterministic": True, "speed": "fast"}}) == \
+        [("trainer.speed", "<absent>", "fast")]
