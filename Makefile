@@ -38,6 +38,21 @@ test-slow: install
 test-gpu:
 	$(PY) -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_campaign.py
 
+# GPU proof of issue #22 (<= 8 min on one GPU; refuses without CUDA): profile, step table, QM9 packed
+# throughput + training + kill-and-resume -> results/bench/gpu_proof_<gpu>.{csv,md}. Wheels and full
+# QM9 prepared by scripts/gpu_proof_prepare.sh; `make gpu-proof-dry-run` rehearses it on the CPU.
+MTL_PROOF_OUT ?= results/bench
+.PHONY: gpu-proof gpu-proof-dry-run flops
+gpu-proof:
+	$(PY) -m mtl.perf.proof --qm9-file $${QM9_FILE:-.gpu_proof/qm9.pt} --out-dir $(MTL_PROOF_OUT)
+
+gpu-proof-dry-run:
+	$(PY) -m mtl.perf.proof --dry-run --out-dir /tmp/gpu_proof_dry_run
+
+# FLOP counts of every workload at its published size (meta device) -> results/bench/flops.csv
+flops:
+	$(PY) -m mtl.perf.flops
+
 demo: install
 	$(PY) scripts/demo.py
 
