@@ -38,6 +38,21 @@ test-slow: install
 test-gpu:
 	$(PY) -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_campaign.py
 
+# GPU proof of issue #22 (<= 8 min on one GPU; refuses without CUDA): profile, step table, QM9 packed
+# throughput + training + kill-and-resume -> results/bench/gpu_proof_<gpu>.{csv,md}. Wheels and full
+# QM9 prepared by scripts/gpu_proof_prepare.sh; `make gpu-proof-dry-run` rehearses it on the CPU.
+MTL_PROOF_OUT ?= results/bench
+.PHONY: gpu-proof gpu-proof-dry-run flops
+gpu-proof:
+	$(PY) -m mtl.perf.proof --qm9-file $${QM9_FILE:-.gpu_proof/qm9.pt} --out-dir $(MTL_PROOF_OUT)
+
+gpu-proof-dry-run:
+	$(PY) -m mtl.perf.proof --dry-run --out-dir /tmp/gpu_proof_dry_run
+
+# FLOP counts of every workload at its published size (meta device) -> results/bench/flops.csv
+flops:
+	$(PY) -m mtl.perf.flops
+
 demo: install
 	$(PY) scripts/demo.py
 
@@ -68,7 +83,7 @@ data-qm9: install
 
 # ---- reproduction workflows (relaunch-safe: finished runs are skipped, interrupted ones resume) --
 # (reproduce-<bench> targets are a pattern rule below: make skips pattern rules for .PHONY names)
-.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy
+.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy front tune
 
 tables: install
 	$(PY) scripts/tables.py
@@ -81,6 +96,20 @@ sweep-alpha: install
 
 compare: install
 	$(PY) scripts/compare.py --method $(METHOD) --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+# equal tuning budget: Optuna (Hydra sweeper) over the lr + configs/tune/<METHOD>.yaml for TRIALS trials,
+# chosen on val only; then the best on SEEDS (run tag _tuned<TRIALS>); results/tune/<bench>/<method>.yaml
+TRIALS ?= 8
+tune: install
+	$(PY) scripts/tune.py --method $(METHOD) --bench $(BENCH) --trials $(TRIALS) --seeds $(SEEDS) --launcher $(LAUNCHER)
+
+# the scalarization front: method=fixed over a grid of weights x SEEDS, every method's runs against it
+# (METHODS=ew,mgda,... trains those too); results/front/<bench>_front.{csv,png}
+# (FRONT_SEEDS: seeds of the fixed-weight runs, default SEEDS)
+METHODS ?=
+FRONT_SEEDS ?= $(SEEDS)
+front: install
+	$(PY) scripts/front.py --bench $(BENCH) --seeds $(SEEDS) --front-seeds $(FRONT_SEEDS) --methods "$(METHODS)" --launcher $(LAUNCHER)
 
 # reproduce-<bench>: every method of configs/experiment/reproduce_<bench>.yaml x SEEDS, plus STL, then the table
 # (reproduce-nyuv2-segnet -> reproduce_nyuv2_segnet)

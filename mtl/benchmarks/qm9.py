@@ -191,6 +191,11 @@ class QM9Benchmark(Benchmark):
         values = {i: ((out[self.tasks[i].name].reshape(-1) - y[:, i]) ** 2).mean() for i in idx}
         return stack_task_losses(values, len(self.tasks)), rep
 
+    def sample_losses(self, model, batch, rep_grad=False):
+        """Per-molecule squared errors [B, T] (their mean over the batch is `compute_losses`)."""
+        out, rep = model(batch, rep_grad=rep_grad)
+        return (self.predictions(out) - self.normalized_targets(batch)) ** 2, rep
+
     def mae(self, pred_norm: torch.Tensor, y_norm: torch.Tensor) -> torch.Tensor:
         """Summed absolute error per target in reported units (LibMTL: |pred*std - gt*std|, x1000
         for the meV targets) over the rows given; [T] float64."""

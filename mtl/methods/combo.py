@@ -60,6 +60,10 @@ class Combined(Method):
             if part.batches_per_step != 1:
                 raise InvalidCombination(f"combo: {part.name!r} consumes {part.batches_per_step} batches per step; "
                                          f"combinations take one")
+        for part in (self.loss_method, self.grad_method):
+            if part.needs:
+                raise InvalidCombination(f"combo: {part.name!r} needs {sorted(part.needs)} (a step context); "
+                                         f"combinations pass only the losses: run it on its own")
         if self.grad_method.wants_post_step_losses:
             raise InvalidCombination(f"combo: gradient part {grad_name!r} needs post-step losses; re-evaluating "
                                      f"the loss part's terms would advance its state twice per step")

@@ -25,6 +25,8 @@ MAY_GROW = ("trainer.epochs", "benchmark.protocol.epochs")
 # `reference`/`reference_m`, which are stored resolved and compared (`reference_igb.`: their name in
 # configs stored before `references` existed)
 UNREAD = ("benchmark.protocol.references.", "benchmark.protocol.reference_igb.")
+# keys added later, with the value that means what their absence meant in older run directories
+ADDED = {"trainer.speed": "exact"}
 
 
 # every key that cannot change a run's results: all other keys are "result-changing" (resume, the
@@ -43,7 +45,8 @@ def result_settings(config: dict[str, Any], *, growable: bool = True) -> dict[st
     left out (a null optional key means the same as no key). `growable=False` also leaves out the
     keys that may grow on a resume (epochs), as the checkpoint's config hash does."""
     return {k: v for k, v in flatten(config).items()
-            if v is not None and not is_bookkeeping(k) and (growable or k not in MAY_GROW)}
+            if v is not None and not is_bookkeeping(k) and (growable or k not in MAY_GROW)
+            and not (k in ADDED and v == ADDED[k])}  # a later key at the value its absence meant
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -87,6 +90,8 @@ def changed_keys(stored_yaml: str, current: dict[str, Any], *, grow: bool = True
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, missing), new.get(key, missing)
         # an optional key the schema (mtl/config/schema.py) fills with null means the same as no key
+        if a is missing and key in ADDED and b == ADDED[key]:
+            continue
         if a == b or (a is missing and b is None) or (a is None and b is missing) or _allowed(key, a, b, grow):
             continue
         out.append((key, "<absent>" if a is missing else a, "<absent>" if b is missing else b))
