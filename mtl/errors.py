@@ -52,6 +52,11 @@ class NonFiniteLoss(MTLError):
     """A task loss became NaN or infinite."""
 
 
+class NonFiniteState(MTLError):
+    """Parameters or evaluation metrics became NaN or infinite (with finite losses); the checkpoint
+    that would hold them is not written."""
+
+
 class DatasetNotFound(MTLError):
     """A benchmark's data is missing on disk."""
 
@@ -98,6 +103,11 @@ class ConfigChanged(MTLError):
     """A run directory is being resumed with settings that differ from the ones it started with."""
 
 
+class MixedSettings(MTLError):
+    """Runs that a table row or a ranking would put together were trained with different
+    result-changing settings (mtl.run.resume.BOOKKEEPING lists the keys that do not count)."""
+
+
 class RunLocked(MTLError):
     """Another process is training in the same run directory."""
 
@@ -120,3 +130,7 @@ class StorageError(MTLError):
 
 class LoggerError(MTLError):
     """The experiment tracker cannot be reached or is not configured."""
+
+
+class OutOfMemory(MTLError):
+    """An allocation failed (host RAM or GPU memory) while reading an intact file or training."""

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mtl.config import schema
-from mtl.config.compose import CONFIG_DIR, compose, explain_composition_error
+from mtl.config.compose import CONFIG_DIR, check_experiment, compose, explain_composition_error
 from mtl.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
 from mtl.run.entry import train
 
@@ -20,9 +20,16 @@ def main(cfg: DictConfig) -> None:
 
     from mtl.errors import MTLError, Preempted
 
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import MissingConfigException
+
     try:
         schema.check(cfg)  # what compose() checks, for runs Hydra composed itself (multiruns)
+        check_experiment(HydraConfig.get().runtime.choices.get("experiment"))
         train(cfg)
+    except MissingConfigException as err:
+        print(f"error: MissingConfigException: {explain_composition_error(err, [])}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
     except ConfigCompositionException as err:
         print(f"error: ConfigCompositionException: {err}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
@@ -47,11 +54,16 @@ def precheck(argv: list[str]) -> None:
         print(f"error: {type(err).__name__}: {explain_composition_error(err, argv)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     # Hydra creates its job folder inside the run directory before any of our code runs
-    from mtl.errors import StorageError
+    from mtl.errors import InvalidValue, StorageError
     from mtl.run.rundir import RunDir
+    from mtl.run.validate import check_run_path
 
     try:
+        check_run_path(cfg)  # a run directory outside run.root (run.tag=/../x) is refused before any write
         RunDir(cfg.run.root).create()
+    except InvalidValue as err:
+        print(f"error: InvalidValue: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
     except StorageError as err:
         print(f"error: StorageError: {err}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)

@@ -30,7 +30,7 @@ import torch
 from mtl import methods
 from mtl.errors import (DatasetDamaged, InvalidCombination, InvalidLoss, InvalidValue, MissingEpochStatistics,
                         SolverError, UnknownName)
-from mtl.run.testing import kill_after_epoch
+from mtl.run.testing import kill_after_epoch, poison_after_steps
 
 REPO = Path(__file__).resolve().parents[1]
 LEAD_CLI = "needs CLI handler (lead): exit code 2 and a plain 'error: ...' line"
@@ -506,6 +506,7 @@ class RunCase:
     env: dict = field(default_factory=dict)
     one_line: bool = True
     base: list[str] = field(default_factory=lambda: list(RUN_BASE))  # the command before `args`
+    check: Callable[[Path, Path], None] | None = None  # (copied root, the campaign root) -> asserts after the run
 
 
 def truncate_checkpoint(root):
@@ -583,7 +584,9 @@ RUN_CASES = [
     # damaged run files (the run was killed after epoch 0; the summary case uses a finished run)
     RunCase("checkpoint-truncated", [], ["checkpoint.pt", "cannot be read", "delete it"], prepare=truncate_checkpoint),
     RunCase("checkpoint-random-bytes", [], ["checkpoint.pt", "cannot be read"], prepare=random_checkpoint),
-    RunCase("checkpoint-other-model", [], ["checkpoint.pt", "does not fit", "run.force=true"], prepare=foreign_checkpoint),
+    # the checkpoint records its run (here db_mtl_other, a model of another size): refused before loading
+    RunCase("checkpoint-other-model", [], ["checkpoint.pt", "a checkpoint of run synthetic/db_mtl_other/seed0",
+            "run.force=true"], prepare=foreign_checkpoint),
     RunCase("summary-corrupt", [], ["summary.json", "damaged", "run.force=true"], prepare=corrupt_summary),
     RunCase("metrics-corrupt-is-rebuilt", [], [], code=0, prepare=corrupt_metrics),
     # environment
@@ -593,6 +596,93 @@ RUN_CASES = [
     RunCase("nan-loss", ["benchmark.protocol.optimizer.lr=1e20", "run.tag=_nan"],
          ["non-finite loss", "run.force=true", "run.tag"]),
 ]
+
+
+# ---- issue #20: nothing stale, nothing unsafe (more in tests/test_safety.py) ----------------------
+class _Evil:
+    """Runs `touch <marker>` when unpickled with weights_only=False."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def malicious_checkpoint(root):
+    torch.save({"model": {}, "epoch": 0, "history": [], "x": _Evil(root / "PWNED")}, root / RUN_DIR / "checkpoint.pt")
+
+
+def nothing_ran(root, campaign):
+    assert not (root / "PWNED").exists()
+
+
+def seed1_checkpoint_in_seed0(root):
+    shutil.copy(root / "synthetic" / "db_mtl" / "seed1" / "checkpoint.pt", root / RUN_DIR / "checkpoint.pt")
+
+
+def db_mtl_checkpoint_in_pcgrad(root):
+    """A killed pcgrad run (its own config.yaml) whose checkpoint was replaced by db_mtl's."""
+    from omegaconf import OmegaConf
+
+    from mtl.config.compose import compose
+
+    pcgrad = root / "synthetic" / "pcgrad" / "seed0"
+    pcgrad.mkdir(parents=True)
+    cfg = compose([*RUN_BASE, "method=pcgrad", f"run.root={root}"])
+    (pcgrad / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    shutil.copy(root / RUN_DIR / "checkpoint.pt", pcgrad / "checkpoint.pt")
+
+
+def delete_config(run):
+    return lambda root: (root / run / "config.yaml").unlink()
+
+
+def checkpoint_unchanged(root, campaign):
+    assert (root / RUN_DIR / "checkpoint.pt").read_bytes() == (campaign / RUN_DIR / "checkpoint.pt").read_bytes()
+
+
+def nothing_outside(root, campaign):
+    assert not list(root.parent.glob("escaped*")) and not list(root.parent.parent.glob("escaped*"))
+
+
+SEED1 = Path("synthetic") / "db_mtl" / "seed1"
+SAFETY_CASES = [
+    # 1. security: files never run code, run directories never leave run.root
+    RunCase("checkpoint-malicious-pickle", [], ["checkpoint.pt", "not a checkpoint of this suite", "posix.system",
+            "nothing of it was run", "run.force=true"], prepare=malicious_checkpoint, check=nothing_ran),
+    RunCase("tag-traversal", ["run.tag=/../../../../escaped"], ["run.tag='/../../../../escaped'", "outside run.root"],
+            check=nothing_outside),
+    RunCase("tag-traversal-onto-finished-run", ["run.tag=/../db_mtl", "run.force=true", "method=ew", "seed=1"],
+            ["run.tag='/../db_mtl'", "outside run.root"]),
+    RunCase("tag-subfolder", ["run.tag=/sub"], ["run.tag='/sub'", "letters, digits", "tables never look"]),
+    RunCase("tag-dotdot", ["run.tag=.."], ["run.tag='..'"]),
+    RunCase("tag-300-characters", ["run.tag=_" + "a" * 299], ["run.tag: 300 characters long", "at most 100"]),
+    RunCase("run-dir-absolute-elsewhere", ["run.dir={root}/../escaped-run"],
+            ["/../escaped-run'", "not inside run.root"], check=nothing_outside),
+    # 2. wrong results with exit 0
+    RunCase("finished-run-other-settings", ["seed=1", "method.beta=0.1", "benchmark.protocol.optimizer.lr=0.1"],
+            ["seed1: finished with other settings", "benchmark.protocol.optimizer.lr", "method.beta", "run.force=true",
+             "run.tag"]),
+    RunCase("finished-run-more-epochs", ["seed=1", "trainer.epochs=3"], ["trainer.epochs: 2 -> 3", "run.force=true"]),
+    RunCase("finished-run-config-deleted", ["seed=1"], ["config.yaml: missing beside summary.json", "run.force=true"],
+            prepare=delete_config(SEED1)),
+    RunCase("checkpoint-config-deleted", [], ["config.yaml: missing beside checkpoint.pt", "run.force=true"],
+            prepare=delete_config(RUN_DIR)),
+    RunCase("checkpoint-of-another-seed", [], ["a checkpoint of run synthetic/db_mtl/seed1", "not of this run "
+            "(synthetic/db_mtl/seed0)", "run.force=true"], prepare=seed1_checkpoint_in_seed0),
+    RunCase("checkpoint-of-another-method", ["method=pcgrad"], ["a checkpoint of run synthetic/db_mtl/seed0",
+            "not of this run (synthetic/pcgrad/seed0)"], prepare=db_mtl_checkpoint_in_pcgrad),
+    RunCase("experiment-unknown", ["experiment=nosuch"], ["experiment=nosuch", "no such experiment", "sweep_beta"]),
+    RunCase("n-val-zero", ["benchmark.build.n_val=0"], ["benchmark.build.n_val=0", "integer >= 1"]),
+    # 3. data lost
+    RunCase("nan-parameters-keep-the-good-checkpoint", [poison_after_steps(1)],
+            ["parameter model.", "is not finite", "losses were finite", "not saved",
+             "last good checkpoint (after epoch 0) is kept"], check=checkpoint_unchanged),
+    RunCase("forced-rerun-that-fails-keeps-the-finished-run", ["seed=1", "run.force=true",
+            "benchmark.protocol.optimizer.lr=1e20"], ["non-finite loss", "run.force=true"]),
+]
+RUN_CASES += SAFETY_CASES
 
 
 @pytest.fixture(scope="module")
@@ -640,6 +730,8 @@ def test_run_error_catalogue(case, campaign, tmp_path):
             assert text in lines[-1], (text, lines[-1])
         assert "Traceback" not in r.stderr
     assert finished_digest(root) == before  # the finished run next to it is untouched
+    if case.check is not None:
+        case.check(root, campaign)
 
 
 def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

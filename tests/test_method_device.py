@@ -19,7 +19,7 @@ def checkpoint_round_trip(state):
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)
-    return torch.load(buf, map_location="cpu", weights_only=False)
+    return torch.load(buf, map_location="cpu", weights_only=True)  # as RunDir.load_checkpoint
 
 
 def state_tensors(obj, path="state"):
@@ -27,6 +27,8 @@ def state_tensors(obj, path="state"):
     (torch.optim places them itself: its `step` counters stay on the CPU by design)."""
     if isinstance(obj, torch.Tensor):
         yield path, obj
+    elif isinstance(obj, dict) and "__numpy__" in obj:
+        return  # a numpy array of the state (host memory by nature), stored as a CPU tensor for weights_only
     elif isinstance(obj, dict) and "param_groups" not in obj:
         for k, v in obj.items():
             yield from state_tensors(v, f"{path}.{k}")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,19 @@ from mtl.datasets.qm9.targets import compute_targets
 from mtl.errors import DatasetDamaged, DatasetNotFound, InvalidValue, brief
 
 log = logging.getLogger(__name__)
+
+
+def load_storage(dataset: InMemoryDataset, path: str) -> None:
+    """InMemoryDataset.load with torch.load(weights_only=True) and no fallback: PyG's own loader
+    retries a file that needs other globals with weights_only=False, which would run a planted
+    pickle. Tensors, plain containers and PyG's Data classes (which PyG registers as safe) only."""
+    out = torch.load(path, weights_only=True)
+    if not (isinstance(out, tuple) and len(out) == 3 and isinstance(out[0], dict)):
+        raise ValueError(f"not a QM9 storage file of this suite (a {type(out).__name__})")
+    data, dataset.slices, data_cls = out
+    if not (isinstance(data_cls, type) and issubclass(data_cls, Data)):
+        raise ValueError(f"not a QM9 storage file of this suite (stores a {data_cls!r})")
+    dataset.data = data_cls.from_dict(data)
 
 
 class QM9(InMemoryDataset):
@@ -89,6 +103,24 @@ class QM9(InMemoryDataset):
                 f"QM9 cache {pt} (or {info.name} beside it) cannot be read ({brief(err)}); delete both "
                 f"files (rm {pt} {info}) and re-run to rebuild it from qm9pack (`make data-qm9` rebuilds the "
                 f"full data set, ~1.5 min)") from None
+
+    def _process(self) -> None:
+        """PyG's `Dataset._process` without its pre_transform.pt / pre_filter.pt files: PyG reads them
+        with torch.load(weights_only=False), so a planted one in a shared cache would run code. This
+        cache's key (its file name) already covers the pre_transform/pre_filter; such files are
+        neither written nor read here."""
+        if not self.force_reload and all(Path(p).exists() for p in self.processed_paths):
+            return
+        say = self.log and "PYTEST_CURRENT_TEST" not in os.environ  # as PyG: "Processing..." / "Done!"
+        if say:
+            print("Processing...", file=sys.stderr)
+        Path(self.processed_dir).mkdir(parents=True, exist_ok=True)
+        self.process()
+        if say:
+            print("Done!", file=sys.stderr)
+
+    def load(self, path: str, data_cls=Data) -> None:
+        load_storage(self, path)
 
     def graphs_location(self) -> tuple[Path, str, str]:
         """(folder, file stem, key) of this storage, for the caches derived from it (`PrecomputedGraphs`)."""

@@ -29,7 +29,9 @@ class QM9File(InMemoryDataset):
             raise DatasetNotFound(f"QM9 fixture file {path} does not exist; write one with "
                                   f"mtl.datasets.qm9.write_fixture(<dir>)")
         super().__init__(None, transform, log=False)
-        self.load(str(path))
+        from mtl.datasets.qm9.dataset import load_storage
+
+        load_storage(self, str(path))  # weights_only, no fallback (see load_storage)
         self.limit = len(self)
         self.path = path
 

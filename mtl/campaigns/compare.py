@@ -64,6 +64,36 @@ def ranking(df: pd.DataFrame, name: str, against: str, keys: list[str], info) ->
     return rows, against
 
 
+def check_same_protocol(root, bench: str, name: str, baselines: list[str]) -> None:
+    """Raise MixedSettings if a baseline was trained under other result-changing settings than the
+    candidate `name`, method hyperparameters aside (e.g. other epochs): a ranking compares methods
+    under one protocol."""
+    from mtl.errors import MixedSettings
+    from mtl.report.runs import describe_differences, read_runs, result_settings, setting_differences
+
+    df = read_runs(root, bench)
+    if df.empty:
+        return
+    protocol = lambda row: {k: v for k, v in result_settings(row).items()  # noqa: E731
+                            if not k.startswith("method.") and k != "grad_engine"}
+    mine = [protocol(r) for _, r in df[df["method"] == name].iterrows()]
+    if not mine:
+        return
+    ref = mine[0]
+    odd: dict[str, dict[str, list]] = {}
+    for _, r in df[df["method"].isin(baselines)].iterrows():
+        for key, values in setting_differences({name: ref, r["method"]: protocol(r)}).items():
+            for value, who in values.items():
+                odd.setdefault(key, {}).setdefault(value, [])
+                odd[key][value] += [w for w in who if w not in odd[key][value]]
+    if odd:
+        raise MixedSettings(
+            f"{bench}: {name} and the baselines were trained under different protocol settings "
+            f"({describe_differences(odd, what='run')}); a ranking compares methods under one protocol. Train "
+            f"{name} with the baselines' settings, re-run the baselines with its settings, or rank against the "
+            f"paper with --against paper")
+
+
 def _interval_text(row: pd.Series) -> str:
     if row["seeds"] == 1:
         return stats.NO_INTERVAL
@@ -149,8 +179,16 @@ def main(argv=None) -> int:
     tag = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("run.tag=")), "")
     name = f"{args.method}{tag}"
     info = spec(args.bench)
-    df = build_table(args.bench, args.root, info=info, include_tags=bool(tag))
-    rows, source = ranking(df, name, args.against, info.keys, info)
+    from mtl.errors import MTLError
+
+    try:
+        df = build_table(args.bench, args.root, info=info, include_tags=bool(tag))
+        rows, source = ranking(df, name, args.against, info.keys, info)
+        if source == "ours":
+            check_same_protocol(args.root, args.bench, name, [n for n in df["name"] if n not in (name, "stl")])
+    except MTLError as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
     pos = int(rows.index[rows["method"].str.endswith("<-- new")][0])
     me = df[df["name"] == name].iloc[0]
     ci = (f" [{me['delta_p_lo']:+.2f}, {me['delta_p_hi']:+.2f}] (95 % t-interval)" if me["seeds"] > 1

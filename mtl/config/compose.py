@@ -16,10 +16,25 @@ def compose(overrides: list[str]) -> DictConfig:
     """The fully composed config for `overrides` (no Hydra job is started)."""
     from hydra import compose as _compose, initialize_config_dir
 
+    for o in overrides:  # `optional experiment` in train.yaml: Hydra would silently ignore a missing one
+        key, eq, value = o.lstrip("+~").partition("=")
+        if eq and key == "experiment":
+            check_experiment(value)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = _compose(config_name="train", overrides=list(overrides))
     schema.check(cfg)
     return cfg
+
+
+def check_experiment(name: str | None) -> None:
+    """Raise Hydra's MissingConfigException (explained as one line by explain_composition_error)
+    unless `name` is an experiment of configs/experiment/ (or null: none)."""
+    if name in (None, "", "null", "None"):
+        return
+    if not (Path(CONFIG_DIR) / "experiment" / f"{name}.yaml").is_file():
+        from hydra.errors import MissingConfigException
+
+        raise MissingConfigException(f"Could not find 'experiment/{name}'", missing_cfg_file=f"experiment/{name}")
 
 
 def explain_composition_error(err: Exception, overrides: list[str]) -> str:

@@ -291,14 +291,14 @@ class Method(nn.Module):
         state.update({k: getattr(self, k) for k in self._state_attrs})
         state["engine_backward_passes"] = self.engine.backward_passes
         state["engine_chosen"] = self.engine.chosen
-        return state
+        return _encode_numpy(state)
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         # a private copy: in-place updates (EMA buffers, loss sums) must not leak into the caller's
         # state dict or into the module it came from, and the caller's dict must stay intact.
         # Checkpoints are loaded on the CPU: plain tensors move to this method's device, so a run
         # resumed on a GPU takes its next step there.
-        state = _map_tensors(copy.deepcopy(dict(state)), lambda t: t.to(self._device))
+        state = _map_tensors(_decode_numpy(copy.deepcopy(dict(state))), lambda t: t.to(self._device))
         self.engine.backward_passes = state.pop("engine_backward_passes", 0)
         self.engine.chosen = state.pop("engine_chosen", self.engine.chosen)
         for k, v in state.items():
@@ -318,6 +318,35 @@ class Method(nn.Module):
     # ---- to implement -----------------------------------------------------------------------
     def _backward(self, losses, shared_params, task_params, rep) -> dict[str, Any]:
         raise NotImplementedError
+
+
+_NUMPY = "__numpy__"
+
+
+def _encode_numpy(obj: Any) -> Any:
+    """numpy arrays and scalars in nested containers as {"__numpy__": tensor, "scalar": bool}:
+    checkpoints are read with torch.load(weights_only=True), which refuses numpy objects."""
+    import numpy as np
+
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return {_NUMPY: torch.from_numpy(np.array(obj, copy=True)), "scalar": isinstance(obj, np.generic)}
+    if isinstance(obj, dict):
+        return {k: _encode_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_encode_numpy(v) for v in obj)
+    return obj
+
+
+def _decode_numpy(obj: Any) -> Any:
+    """The inverse of `_encode_numpy` (the same numpy types and values)."""
+    if isinstance(obj, dict):
+        if _NUMPY in obj and isinstance(obj[_NUMPY], torch.Tensor):
+            arr = obj[_NUMPY].cpu().numpy().copy()
+            return arr[()] if obj.get("scalar") else arr
+        return {k: _decode_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_decode_numpy(v) for v in obj)
+    return obj
 
 
 def _map_tensors(obj: Any, fn) -> Any:

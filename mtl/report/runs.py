@@ -109,6 +109,50 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     return flatten(cfg, CONFIG_PREFIX)
 
 
+def result_settings(row: pd.Series | dict[str, Any]) -> dict[str, Any]:
+    """{dotted key: value} of a read_runs row's result-changing settings: its `config.*` columns
+    except those that cannot change results (mtl.run.resume.BOOKKEEPING, the one list of them), the
+    seed and the run's own folder keys (run.*); absent and null values are left out."""
+    from mtl.run.resume import is_bookkeeping
+
+    out = {}
+    for column, value in dict(row).items():
+        if not column.startswith(CONFIG_PREFIX):
+            continue
+        key = column[len(CONFIG_PREFIX):]
+        if key == "seed" or key.startswith("run.") or is_bookkeeping(key):
+            continue
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        out[key] = value
+    return out
+
+
+def setting_differences(settings: dict[Any, dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:
+    """{key: {value: [run ids]}} for every key on which the runs `settings` ({run id: result_settings})
+    disagree (a key a run does not record is not a disagreement: older configs lack newer keys)."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for key in sorted({k for s in settings.values() for k in s}):
+        values: dict[str, list[Any]] = {}
+        for run, s in settings.items():
+            if key in s:
+                values.setdefault(json.dumps(s[key], sort_keys=True, default=str), []).append(run)
+        if len(values) > 1:
+            out[key] = values
+    return out
+
+
+def describe_differences(diffs: dict[str, dict[str, list[Any]]], what: str = "seed", limit: int = 4) -> str:
+    """`key: v1 (seed 0), v2 (seeds 1, 2); ...` for one error line."""
+    parts = []
+    for key, values in list(diffs.items())[:limit]:
+        per = [f"{v} ({what}{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))})" for v, ids in values.items()]
+        parts.append(f"{key}: {', '.join(per)}")
+    if len(diffs) > limit:
+        parts.append(f"... {len(diffs) - limit} more")
+    return "; ".join(parts)
+
+
 def selected_metrics(summary: dict[str, Any], rule: str | None) -> dict[str, dict[str, float]]:
     """task -> metric -> value at the epoch chosen by `rule` (None: the run's own selection)."""
     if rule is None or rule == summary.get("selection"):

@@ -33,7 +33,8 @@ from mtl.benchmarks import BenchmarkSpec, spec
 from mtl.benchmarks.base import Metrics
 from mtl.scoring.delta import delta_m, delta_p, delta_p_per_task
 from mtl.benchmarks.paper import PaperRows, display_name, load_paper
-from mtl.report.runs import benchmarks_with_runs, metric_columns, metrics_of, read_runs
+from mtl.report.runs import (benchmarks_with_runs, describe_differences, metric_columns, metrics_of, read_runs,
+                             result_settings, run_dirs, setting_differences)
 from mtl.scoring import stats
 
 # The DB-MTL paper's ± is the std of Δp over its runs; 3 seeds (as its tables state for Δp ± std)
@@ -52,6 +53,7 @@ class RunSet:
 
     seeds: dict[str, dict[int, Metrics]] = field(default_factory=dict)
     paths: dict[str, list[str]] = field(default_factory=dict)
+    settings: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # folder -> seed -> result settings
 
 
 _STL_DIR = re.compile(r"^stl_(\d+)$")
@@ -77,7 +79,7 @@ def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: st
     rows always (labelled "<method> tuned (k trials, val)" beside the default row)."""
     out = RunSet()
     stl_parts: dict[int, dict[str, dict[str, float]]] = {}
-    df = read_runs(root, benchmark, rule=rule, config=False)  # damaged summaries: named on stderr, skipped
+    df = read_runs(root, benchmark, rule=rule)  # damaged summaries: named on stderr, skipped
     keys = metric_columns(df)
     for _, r in df.iterrows():
         folder, seed = r["method"], int(r["seed"])
@@ -87,6 +89,8 @@ def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: st
             task = tasks[int(m.group(1))]
             stl_parts.setdefault(seed, {})[task] = metrics.get(task, {})
             out.paths.setdefault("stl", []).append(r["path"])
+            if only is None or "stl" in only:
+                out.settings.setdefault(folder, {})[seed] = result_settings(r)
             continue
         tagged = folder != r["trained"] and not _TUNED_TAG.match(folder[len(r["trained"]):])
         if only is not None and folder not in only:
@@ -95,9 +99,24 @@ def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: st
             continue
         out.seeds.setdefault(folder, {})[seed] = metrics
         out.paths.setdefault(folder, []).append(r["path"])
+        out.settings.setdefault(folder, {})[seed] = result_settings(r)  # rows shown only: check_settings
     if stl_parts and (only is None or "stl" in only):
         out.seeds["stl"] = dict(sorted(stl_parts.items()))
     return out
+
+
+def check_settings(runs: RunSet, root: str | Path, benchmark: str) -> None:
+    """Raise MixedSettings if the seeds of one run folder (one table row, or one STL task) were trained
+    with different result-changing settings: their mean would be the mean of different experiments."""
+    from mtl.errors import MixedSettings
+
+    for folder, settings in runs.settings.items():
+        diffs = setting_differences(settings)
+        if diffs:
+            raise MixedSettings(
+                f"{Path(root) / benchmark / folder}: its seeds were trained with different result-changing "
+                f"settings ({describe_differences(diffs)}); a table row averages one setting only. Re-run the odd "
+                f"seeds with the others' settings (run.force=true), or train a variant under its own run.tag")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +160,7 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
     info = info or spec(benchmark)
     runs = collect_runs(root, benchmark, [t.name for t in info.tasks], rule=rule, include_tags=include_tags,
                         only=only)
+    check_settings(runs, root, benchmark)
     paper_rows = load_paper(benchmark) if paper is True else (paper or None)
     ref, ref_m = info.reference, info.reference_m
     if reference == "own":
@@ -551,6 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     if not benches:
         print(f"no finished runs under {args.root}; nothing to tabulate")
         return 0
+    empty = [b for b in benches if not run_dirs(args.root, b)]
+    if empty:  # a misspelled --root or benchmark would replace a good table with an empty one
+        print(f"error: no finished runs of {', '.join(empty)} under {args.root}; no table written (the existing "
+              f"ones in {args.out} are kept). Check --root (it must match run.root) and the benchmark name",
+              file=sys.stderr)
+        return 2
     try:
         logger = logger_config(overrides)
         tables = {}
@@ -562,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             print(across_benchmarks(tables, args.out))
     except MTLError as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
@@ -578,6 +604,11 @@ def plots_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="results/tables")
     ap.add_argument("--all-tags", action="store_true", help="include tagged runs (sweep points)")
     args = ap.parse_args(argv)
+    empty = [b for b in args.benchmarks if not run_dirs(args.root, b)]
+    if empty:  # as tables: a misspelled --root must not replace good figures with empty ones
+        print(f"error: no finished runs of {', '.join(empty)} under {args.root}; no figure written. Check --root "
+              f"(it must match run.root) and the benchmark name", file=sys.stderr)
+        return 2
     for b in args.benchmarks:
         for p in benchmark_plots(build_table(b, args.root, include_tags=args.all_tags), args.out):
             print("written:", p)

@@ -68,8 +68,10 @@ class Checkpointing(Callback):
         self.saved_step: int | None = None  # global step of the checkpoint this process last wrote
 
     def save(self, trainer: Trainer, state: State) -> None:
+        trainer.check_finite(state)  # never replace the last good checkpoint with NaN weights
         trainer.run_dir.save_checkpoint(trainer.checkpoint(state))
         self.saved_step = state["global_step"]
+        trainer.checkpoint_epoch = state["epoch"] - 1
 
     def on_epoch_end(self, trainer, state, epoch, record) -> None:
         if self.enabled and ((epoch + 1) % self.every == 0 or epoch == trainer.epochs - 1):

@@ -29,6 +29,35 @@ UNREAD = ("benchmark.protocol.references.", "benchmark.protocol.reference_igb.")
 ADDED = {"trainer.speed": "exact"}
 
 
+# every key that cannot change a run's results: all other keys are "result-changing" (resume, the
+# skip of a finished run, checkpoint identity, and tables/compare, which refuse to put runs whose
+# result-changing settings differ into one row or ranking, all use this one list)
+BOOKKEEPING = (*MAY_CHANGE, *UNREAD)
+
+
+def is_bookkeeping(key: str) -> bool:
+    """Whether dotted `key` is one whose value cannot change the results (see BOOKKEEPING)."""
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in BOOKKEEPING)
+
+
+def result_settings(config: dict[str, Any], *, growable: bool = True) -> dict[str, Any]:
+    """{dotted key: value} of the result-changing settings of a (nested) config; null values are
+    left out (a null optional key means the same as no key). `growable=False` also leaves out the
+    keys that may grow on a resume (epochs), as the checkpoint's config hash does."""
+    return {k: v for k, v in flatten(config).items()
+            if v is not None and not is_bookkeeping(k) and (growable or k not in MAY_GROW)
+            and not (k in ADDED and v == ADDED[k])}  # a later key at the value its absence meant
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short hash of the settings a checkpoint can be resumed under (result-changing, epochs aside)."""
+    import hashlib
+    import json
+
+    text = json.dumps(result_settings(config, growable=False), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(d, dict):
         out: dict[str, Any] = {}
@@ -40,17 +69,22 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
-def _allowed(key: str, old: Any, new: Any) -> bool:
-    if any(key == p or (p.endswith(".") and key.startswith(p)) for p in (*MAY_CHANGE, *UNREAD)):
+def _allowed(key: str, old: Any, new: Any, grow: bool = True) -> bool:
+    if is_bookkeeping(key):
         return True
-    if key in MAY_GROW and isinstance(old, int) and isinstance(new, int):
+    if grow and key in MAY_GROW and isinstance(old, int) and isinstance(new, int):
         return new >= old
     return False
 
 
-def changed_keys(stored_yaml: str, current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """[(key, stored value, new value)] for every difference that could change the results."""
-    old, new = flatten(yaml.safe_load(stored_yaml) or {}), flatten(current)
+def changed_keys(stored_yaml: str, current: dict[str, Any], *, grow: bool = True) -> list[tuple[str, Any, Any]]:
+    """[(key, stored value, new value)] for every difference that could change the results.
+    `grow=False` (a finished run) also counts more epochs as a change: the stored result is then
+    not the one asked for."""
+    stored = yaml.safe_load(stored_yaml)
+    if not isinstance(stored, dict):
+        raise ValueError(f"not a mapping but a YAML {type(stored).__name__}")
+    old, new = flatten(stored), flatten(current)
     missing = object()
     out = []
     for key in sorted(set(old) | set(new)):
@@ -58,7 +92,7 @@ def changed_keys(stored_yaml: str, current: dict[str, Any]) -> list[tuple[str, A
         # an optional key the schema (mtl/config/schema.py) fills with null means the same as no key
         if a is missing and key in ADDED and b == ADDED[key]:
             continue
-        if a == b or (a is missing and b is None) or (a is None and b is missing) or _allowed(key, a, b):
+        if a == b or (a is missing and b is None) or (a is None and b is missing) or _allowed(key, a, b, grow):
             continue
         out.append((key, "<absent>" if a is missing else a, "<absent>" if b is missing else b))
     return out

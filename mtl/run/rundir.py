@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -17,7 +18,7 @@ from typing import Any, Iterator
 
 import torch
 
-from mtl.errors import DamagedFile, RunLocked, StorageError, brief
+from mtl.errors import DamagedFile, OutOfMemory, RunLocked, StorageError, brief
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -25,6 +26,7 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 LOCK = ".lock"
 REPLACED_SUMMARY = "summary.replaced.json"  # a forced re-run keeps the result it replaces here
+STAGING = ".rerun"  # a forced re-run of a finished run trains here until it is complete
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -60,6 +62,15 @@ def _storage_reason(path: Path, err: Exception) -> str:
         return (f"the disk is full ({left}); free space, or write elsewhere with run.root=<dir> "
                 f"(run.keep_checkpoint=false keeps only finished summaries)")
     return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation failure (host or GPU), not a sign of a damaged file."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    text = str(err).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory",
+                                   "defaultcpuallocator", "std::bad_alloc"))
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -115,19 +126,34 @@ class RunDir:
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The checkpoint on the CPU (the trainer moves it to the run's device), or None if there is
-        none. A damaged file stops the run: it is never silently ignored or overwritten."""
+        none. It is read with torch.load(weights_only=True): tensors and plain containers only, so
+        a file that would run code when unpickled (a planted or foreign one) is refused before any
+        of it runs. A damaged file stops the run: it is never silently ignored or overwritten."""
         p = self.path / CHECKPOINT
         if not p.exists():
             return None
+        restart = "delete it to restart this run from scratch, or pass run.force=true"
         try:
-            state = torch.load(p, map_location="cpu", weights_only=False)
+            state = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises many types for a torn or foreign file
-            raise DamagedFile(
-                f"{p}: cannot be read as a checkpoint ({brief(err, 120)}); delete it "
-                f"to restart this run from scratch, or pass run.force=true") from None
+            if _out_of_memory(err):
+                raise OutOfMemory(
+                    f"{p}: ran out of memory while loading this checkpoint ({brief(err, 120)}); the file "
+                    f"is kept as it is. Free memory (other processes on this machine) or resume on a "
+                    f"machine with more RAM; do not delete it") from None
+            unsafe = re.search(r"(?:Unsupported global: |unsupported )GLOBAL (\S+)", str(err))
+            if unsafe and unsafe.group(1).startswith("numpy."):  # this suite's checkpoints before weights_only
+                raise DamagedFile(
+                    f"{p}: written by an older version of this suite (or other code): it holds numpy objects "
+                    f"({unsafe.group(1)}), which checkpoints are no longer allowed to; it was not loaded. "
+                    f"Finish the run with that version, or {restart}") from None
+            if unsafe:
+                raise DamagedFile(
+                    f"{p}: not a checkpoint of this suite (unpickling it would call {unsafe.group(1)}, which "
+                    f"this suite's checkpoints never contain; nothing of it was run); {restart}") from None
+            raise DamagedFile(f"{p}: cannot be read as a checkpoint ({brief(err, 120)}); {restart}") from None
         if not isinstance(state, dict) or not {"model", "epoch", "history"} <= set(state):
-            raise DamagedFile(f"{p}: not a checkpoint of this suite (keys missing); delete it to restart "
-                              f"this run from scratch, or pass run.force=true")
+            raise DamagedFile(f"{p}: not a checkpoint of this suite (keys missing); {restart}")
         return state
 
     def delete_checkpoint(self) -> None:
@@ -149,15 +175,41 @@ class RunDir:
                               f"or pass run.force=true to train this run again") from None
         return True
 
-    def set_aside_summary(self) -> Path | None:
-        """Move a finished summary.json out of the way (run.force): kept as summary.replaced.json
-        until the new run writes its own, so a forced re-run that fails loses nothing."""
-        p = self.path / SUMMARY
-        if not p.exists():
-            return None
-        dest = self.path / REPLACED_SUMMARY
-        os.replace(p, dest)
-        return dest
+    # ---- a forced re-run of a finished run trains aside: the finished result stays until it is replaced
+    def staging(self) -> "RunDir":
+        """<run>/.rerun/, emptied: where a forced re-run of this finished run writes its files (run
+        readers never look there), so a re-run that fails or is stopped loses nothing."""
+        import shutil
+
+        stage = RunDir(self.path / STAGING)
+        if stage.path.exists():
+            shutil.rmtree(stage.path)
+        return stage.create()
+
+    @property
+    def pending_promotion(self) -> bool:
+        """A forced re-run finished in <run>/.rerun/ but was stopped while moving its files in."""
+        return (self.path / STAGING / SUMMARY).exists()
+
+    def promote(self, stage: "RunDir") -> None:
+        """Move a completed forced re-run's files from `stage` into this run directory: the old
+        summary is kept as summary.replaced.json, the new summary.json is moved last."""
+        import shutil
+
+        if (self.path / SUMMARY).exists():
+            old = (self.path / SUMMARY).read_bytes()
+            _atomic_write_bytes(self.path / REPLACED_SUMMARY, lambda f: f.write(old))
+        for name in (CONFIG, METRICS, CHECKPOINT):
+            if (stage.path / name).exists():
+                os.replace(stage.path / name, self.path / name)
+            elif name == CHECKPOINT:  # run.keep_checkpoint=false: the old one belonged to the old result
+                (self.path / name).unlink(missing_ok=True)
+        os.replace(stage.path / SUMMARY, self.path / SUMMARY)
+        shutil.rmtree(stage.path, ignore_errors=True)
+
+    def finish_promotion(self) -> None:
+        if self.pending_promotion:
+            self.promote(RunDir(self.path / STAGING))
 
     @contextlib.contextmanager
     def lock(self, wait: bool = False) -> Iterator[None]:

@@ -38,6 +38,21 @@ class SignalAfterSteps(Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class PoisonAfterSteps(Callback):
+    """Set the model's first parameter to NaN once epoch `epoch`'s training steps are over: the
+    losses were finite, the weights are not (as one bad last step leaves them)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_steps_end(self, trainer, state, epoch) -> None:
+        if epoch == self.epoch:
+            import torch
+
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+
 class Recorder(Callback):
     """Appends one JSON line per hook call to `path`: {"hook": name, ...arguments that are numbers}."""
 
@@ -92,3 +107,8 @@ def signal_after_steps(steps: int, name: str = "SIGUSR1") -> str:
 def recorder(path: str | Path) -> str:
     """The override that records every hook call to `path` (see Recorder)."""
     return callbacks(f"mtl.run.testing.Recorder,path:'{path}'")
+
+
+def poison_after_steps(epoch: int) -> str:
+    """Override: NaN weights after epoch `epoch`'s steps (finite losses)."""
+    return callbacks(f"mtl.run.testing.PoisonAfterSteps,epoch:{epoch}")

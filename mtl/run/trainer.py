@@ -11,6 +11,7 @@ benchmark, model, method, optimizer -> restore the checkpoint (moved to the run'
 from __future__ import annotations
 
 import itertools
+import math
 import platform
 import random
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,10 +32,10 @@ from mtl.methods.base import StepContext, check_losses, loss_flags
 from mtl.benchmarks.base import Benchmark, to_device
 from mtl.scoring.delta import delta_m, delta_p, delta_p_per_task
 from mtl.run.device import apply_speed, describe, resolve_device, speed_settings
-from mtl.errors import ConfigChanged, DamagedFile, InvalidCombination, MTLError, NonFiniteLoss, Preempted
+from mtl.errors import brief, ConfigChanged, DamagedFile, InvalidCombination, InvalidValue, MTLError, NonFiniteLoss, NonFiniteState, Preempted
 from mtl.run.preemption import PreemptionGuard
-from mtl.run.resume import changed_keys, describe as describe_changes
-from mtl.run.rundir import CHECKPOINT, RunDir, git_commit
+from mtl.run.resume import changed_keys, config_hash, describe as describe_changes
+from mtl.run.rundir import CHECKPOINT, CONFIG, SUMMARY, RunDir, git_commit
 from mtl.scoring.selection import improvement, select
 from mtl.run.validate import validate
 
@@ -45,15 +47,22 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random number generators' states as tensors and plain values (checkpoints are read with
+    torch.load(weights_only=True), which refuses numpy arrays)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"][: torch.cuda.device_count()]  # a requeued job may see fewer GPUs
@@ -123,6 +132,8 @@ class Trainer:
         self.cfg = cfg
         self.protocol = cfg.benchmark.protocol
         self.run_dir = RunDir(cfg.run.dir)
+        self.checkpoint_epoch: int | None = None  # the epoch of the checkpoint on disk (None: none yet)
+        self.final_dir: RunDir | None = None  # set while a forced re-run of a finished run trains aside
 
     # ------------------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -131,15 +142,19 @@ class Trainer:
         self.callbacks = callbacks.from_config(cfg)
         self.device = resolve_device(str(cfg.device), needs_gpu=bool(cfg.benchmark.get("needs_gpu", False)),
                                      benchmark=cfg.benchmark.name)
-        if not cfg.run.force and self.run_dir.check_finished():
+        if not cfg.run.force and self.run_dir.check_finished() and not self.run_dir.pending_promotion:
             return self._skip()
         with self.run_dir.lock(wait=bool(cfg.run.wait_for_lock)):
+            self.run_dir.finish_promotion()  # a forced re-run that was killed while moving its files in
             if not cfg.run.force and self.run_dir.check_finished():  # finished while we waited
                 return self._skip()
             self._check_config(fresh=bool(cfg.run.force))
-            if cfg.run.force:
+            if cfg.run.force and self.run_dir.check_finished():
+                # the finished result stays in place (and in tables) until the new one is complete:
+                # the new run trains in <run>/.rerun/ and its files replace the old ones at the end
+                self.final_dir, self.run_dir = self.run_dir, self.run_dir.staging()
+            elif cfg.run.force:
                 self.run_dir.delete_checkpoint()
-                self.run_dir.set_aside_summary()
             self.setup()
             self.state = self.resume()
             try:
@@ -147,6 +162,9 @@ class Trainer:
                 self.finish()
             finally:
                 self._hook("on_close")
+            if self.final_dir is not None:
+                self.final_dir.promote(self.run_dir)
+                self.run_dir = self.final_dir
         return self.run_dir.path
 
     def _hook(self, name: str, *args: Any) -> None:
@@ -155,22 +173,73 @@ class Trainer:
             getattr(callback, name)(self, self.state, *args)
 
     def _skip(self) -> Path:
+        """A finished run is skipped only if it was trained with the settings asked for now."""
+        self._check_finished_config()
         print(f"[mtl] {self.run_dir.path} is finished (summary.json exists); skipping. "
               f"Pass run.force=true to re-run.")
         return self.run_dir.path
 
+    def _stored_config(self, beside: str) -> str:
+        """The run directory's config.yaml; without it the settings of its `beside` file cannot be
+        checked, so the run stops (the check is never skipped)."""
+        stored = self.run_dir.read_config()
+        if stored is None:
+            raise ConfigChanged(
+                f"{self.run_dir.path / CONFIG}: missing beside {beside}, so the settings it was made with "
+                f"cannot be checked; restore config.yaml, or pass run.force=true to train this run again, "
+                f"or set run.tag=<name> to train in a new run directory")
+        return stored
+
+    def _changes(self, stored: str, grow: bool) -> list[tuple[str, Any, Any]]:
+        try:
+            return changed_keys(stored, OmegaConf.to_container(self.cfg, resolve=True), grow=grow)
+        except (ValueError, yaml.YAMLError) as err:
+            raise DamagedFile(f"{self.run_dir.path / CONFIG}: damaged ({brief(err, 120)}); restore it, or pass "
+                              f"run.force=true to train this run again") from None
+
+    def _check_finished_config(self) -> None:
+        changes = self._changes(self._stored_config(SUMMARY), grow=False)
+        if changes:
+            raise ConfigChanged(
+                f"{self.run_dir.path}: finished with other settings ({describe_changes(changes)}); its "
+                f"result is not one of the settings asked for. Pass run.force=true to train it again with "
+                f"the new settings, or set run.tag=<name> to train them in a new run directory")
+
     def _check_config(self, fresh: bool) -> None:
         """A run directory resumes only the settings it was started with."""
-        stored = self.run_dir.read_config()
-        if fresh or stored is None or not (self.run_dir.path / CHECKPOINT).exists():
+        if fresh or not (self.run_dir.path / CHECKPOINT).exists():
             return
-        changes = changed_keys(stored, OmegaConf.to_container(self.cfg, resolve=True))
+        changes = self._changes(self._stored_config(CHECKPOINT), grow=True)
         if changes:
             raise ConfigChanged(
                 f"{self.run_dir.path / 'config.yaml'}: this run was started with other settings "
                 f"({describe_changes(changes)}); resuming would continue the old training. Pass "
                 f"run.force=true to restart it with the new settings, or set run.tag=<name> to train "
                 f"them in a new run directory")
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint belongs to; a checkpoint of another run is refused on resume."""
+        cfg = self.cfg
+        return {"benchmark": str(cfg.benchmark.name), "method": str(cfg.method.name), "tag": str(cfg.run.tag),
+                "seed": int(cfg.seed), "config_hash": config_hash(OmegaConf.to_container(cfg, resolve=True))}
+
+    def _check_identity(self, ckpt: dict[str, Any]) -> None:
+        path, mine = self.run_dir.path / CHECKPOINT, self.identity()
+        theirs = ckpt.get("identity")
+        fix = ("it was not loaded. Put it back where it came from, delete it or pass run.force=true to train "
+               "this run from scratch, or set run.tag=<name> for a new run directory")
+        if not isinstance(theirs, dict):
+            raise DamagedFile(f"{path}: records no run it belongs to (written by other code or an older version "
+                              f"of this suite); {fix}")
+        names = ("benchmark", "method", "tag", "seed")
+        if any(theirs.get(k) != mine[k] for k in names):
+            them = f"{theirs.get('benchmark')}/{theirs.get('method')}{theirs.get('tag') or ''}/seed{theirs.get('seed')}"
+            me = f"{mine['benchmark']}/{mine['method']}{mine['tag']}/seed{mine['seed']}"
+            raise DamagedFile(f"{path}: a checkpoint of run {them}, not of this run ({me}); {fix}")
+        if theirs.get("config_hash") != mine["config_hash"]:
+            raise DamagedFile(f"{path}: written under other result-changing settings (config hash "
+                              f"{theirs.get('config_hash')}, this run's is {mine['config_hash']}) than this "
+                              f"run's config.yaml records; {fix}")
 
     # ------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -188,6 +257,12 @@ class Trainer:
               + (f" ({self.runtime['gpu_name']})" if "gpu_name" in self.runtime else ""), flush=True)
 
         self.bench = bench = build_benchmark(cfg)
+        for split in bench.splits():  # an empty split gives NaN metrics, on which selection would pick epoch 0
+            loader = bench.loaders[split]
+            if hasattr(loader, "__len__") and len(loader) == 0:
+                raise InvalidValue(f"benchmark.build: the {split} split of {bench.name} has no samples; its "
+                                   f"metrics would be NaN and {self.protocol.selection} selection meaningless; "
+                                   f"give it samples (e.g. benchmark.build.n_{split}=64 for synthetic)")
         model = bench.model.to(self.device)
         self.precision = precision.check(str(cfg.trainer.get("precision", "fp32")))
         if speed["channels_last"]:  # NHWC kernels for the conv nets (no-op elsewhere)
@@ -221,6 +296,7 @@ class Trainer:
         state: dict[str, Any] = {"history": [], "epoch": 0, "global_step": 0, "wall": 0.0, "partial": None}
         ckpt = self.run_dir.load_checkpoint() if self.cfg.run.checkpoint else None
         if ckpt is not None:
+            self._check_identity(ckpt)
             try:
                 self.model.load_state_dict(ckpt["model"])
                 self.optimizer.load_state_dict(ckpt["optimizer"])  # moves its state to the params' device
@@ -235,6 +311,7 @@ class Trainer:
                     f"scratch, or set run.tag=<name> for a new run directory") from None
             state.update(history=ckpt["history"], epoch=ckpt["epoch"] + 1, global_step=ckpt["global_step"],
                          wall=ckpt["wall_time_s"], partial=ckpt.get("partial"), rng=ckpt["rng"])
+            self.checkpoint_epoch = ckpt["epoch"]
             where = f"after epoch {ckpt['epoch']}"
             if state["partial"]:
                 where = f"in epoch {ckpt['epoch'] + 1} after step {state['partial']['steps']}"
@@ -308,7 +385,7 @@ class Trainer:
             "scheduler": sched.state_dict() if sched is not None else None,
             "method": self.method.state_dict(), "rng": rng_state(), "epoch": state["epoch"] - 1,
             "history": state["history"], "global_step": state["global_step"], "wall_time_s": state["wall"],
-            "partial": state["partial"], "grad_scaler": self.steps.state_dict()}
+            "partial": state["partial"], "grad_scaler": self.steps.state_dict(), "identity": self.identity()}
 
     # ------------------------------------------------------------------------------------------
     def _optimizer(self, model, method) -> torch.optim.Optimizer:
@@ -442,12 +519,48 @@ class Trainer:
         rows = losses.detach().reshape(-1, losses.shape[-1])  # [batches_per_step, T]
         b, t = (~torch.isfinite(rows)).nonzero()[0].tolist()
         value = rows[b, t].item()
-        ckpt = self.run_dir.path / CHECKPOINT
-        kept = f"the last good checkpoint is kept at {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
+        kept = self._kept()
         raise NonFiniteLoss(
             f"non-finite loss at step {step} (epoch {epoch}): task {self.bench.task_names[t]!r} = {value}; "
             f"{kept}. Lower the learning rate or check the data, then restart with run.force=true "
             f"(re-running as is resumes the checkpoint) or train in a new directory with run.tag=<name>")
+
+    def _kept(self) -> str:
+        """What a run stopped by non-finite numbers leaves behind, truthfully."""
+        ckpt = self.run_dir.path / CHECKPOINT
+        if self.checkpoint_epoch is None or not ckpt.exists():
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint (after epoch {self.checkpoint_epoch}) is kept at {ckpt}"
+
+    def check_finite(self, state: dict[str, Any]) -> None:
+        """Raise NonFiniteState if a parameter or buffer of the model or method, or a metric of the
+        last evaluated epoch, is NaN or infinite (one host sync for the tensors)."""
+        named = [(f"model.{n}", t) for n, t in itertools.chain(self.model.named_parameters(), self.model.named_buffers())]
+        named += [(f"method.{n}", t) for n, t in itertools.chain(self.method.named_parameters(), self.method.named_buffers())]
+        named = [(n, t) for n, t in named if t.is_floating_point() and t.numel()]
+        bad = None
+        if named and not bool(torch.stack([torch.isfinite(t).all() for _, t in named]).all()):
+            bad = next(n for n, t in named if not bool(torch.isfinite(t).all()))
+            what = f"parameter {bad} is not finite"
+        elif len(state["history"]) > 1 and state["partial"] is None:
+            # a metric that was finite an epoch ago and is not now (one that is NaN from the start is
+            # structural, e.g. no valid pixels in a tiny fixture; an empty split is refused in setup)
+            record, prev = state["history"][-1], state["history"][-2]
+            for split in ("val", "test"):
+                for task, values in (record.get(split) or {}).items():
+                    for metric, value in values.items():
+                        before = ((prev.get(split) or {}).get(task) or {}).get(metric)
+                        if (bad is None and isinstance(value, (int, float)) and not math.isfinite(value)
+                                and isinstance(before, (int, float)) and math.isfinite(before)):
+                            bad, what = f"{split}/{task}/{metric}", f"{split} metric {task}/{metric} = {value}"
+        if bad is None:
+            return
+        epoch = state["epoch"] - 1 if state["partial"] is None else state["epoch"]
+        raise NonFiniteState(
+            f"after epoch {epoch} (step {state['global_step']}) {what} although the losses were finite; "
+            f"this state was not saved and {self._kept()}. Lower the learning rate or check the data, then "
+            f"restart with run.force=true (re-running as is resumes that checkpoint and may fail the same "
+            f"way) or train in a new directory with run.tag=<name>")
 
     def _evaluate(self) -> dict[str, Any]:
         self.model.eval()
@@ -507,9 +620,12 @@ class Trainer:
         ties = self.protocol.get("selection_ties") or "earliest"
         delta = self.protocol.get("delta")
         delta = OmegaConf.to_container(delta) if OmegaConf.is_config(delta) else delta
-        reported = {rule: select(history, rule, self.deltas, baseline=baseline, ties=ties, delta=delta,
-                                 improvement_fn=self.improvement)
-                    for rule in rules if rule != "best_val" or "val" in history[0]}
+        try:
+            reported = {rule: select(history, rule, self.deltas, baseline=baseline, ties=ties, delta=delta,
+                                     improvement_fn=self.improvement)
+                        for rule in rules if rule != "best_val" or "val" in history[0]}
+        except ValueError as err:
+            raise InvalidValue(f"benchmark.protocol.selection={self.protocol.selection}: {err}") from None
         chosen = reported[self.protocol.selection]
         cfg = self.cfg
         return {

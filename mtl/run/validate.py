@@ -2,11 +2,14 @@
 naming the key and the fix while its run directory (and any finished result in it) is untouched."""
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mtl.errors import InvalidValue, MTLError
+from mtl.errors import InvalidValue, MTLError, brief
 from mtl.run.precision import PRECISIONS
 from mtl.scoring.selection import RULES
 
@@ -30,13 +33,55 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
         raise InvalidValue(f"{key}={value!r}: must be a {'non-negative' if allow_zero else 'positive'} number")
 
 
+# names that become folder names: a run directory is always <run.root>/<benchmark>/<method><tag>/seed<s>/
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=,-]*")
+_TAG = re.compile(r"[A-Za-z0-9_.+=,-]*")
+MAX_NAME = 100
+
+
+def check_run_path(cfg: DictConfig) -> None:
+    """Raise InvalidValue unless the run directory is a plain folder inside run.root: tag, benchmark
+    and method names of letters, digits and _ . + = , - (no /, no leading dot), at most 100
+    characters each, and run.dir below run.root."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        tag = OmegaConf.select(cfg, "run.tag")
+        str(cfg.run.dir)
+    except OmegaConfBaseException as err:
+        raise InvalidValue(f"run.tag / run.dir: cannot be resolved ({brief(err, 160)}); use a plain value or an "
+                           f"interpolation of an existing key, e.g. 'run.tag=_${{method.task}}'") from None
+    tag = "" if tag is None else str(tag)
+    if len(tag) > MAX_NAME:
+        raise InvalidValue(f"run.tag: {len(tag)} characters long; at most {MAX_NAME} (it becomes part of a "
+                           f"folder name); use a shorter tag, e.g. run.tag=_beta0.5")
+    if not _TAG.fullmatch(tag) or ".." in tag:
+        raise InvalidValue(f"run.tag={tag!r}: may hold only letters, digits and _ . + = , - (it is appended to "
+                           f"the method's folder name; a / or .. would put the run outside run.root, where "
+                           f"tables never look); e.g. run.tag=_beta0.5")
+    for key in ("benchmark.name", "method.name"):
+        name = str(OmegaConf.select(cfg, key))
+        if len(name) > MAX_NAME or not _NAME.fullmatch(name):
+            raise InvalidValue(f"{key}={name!r}: not a valid name (letters, digits and _ . + = , -, not starting "
+                               f"with a dot, at most {MAX_NAME} characters; it becomes a folder name)")
+    root = Path(os.path.abspath(os.path.expanduser(str(cfg.run.root))))
+    run_dir = Path(os.path.abspath(os.path.expanduser(str(cfg.run.dir))))
+    if root not in run_dir.parents:
+        raise InvalidValue(f"run.dir={str(cfg.run.dir)!r}: not inside run.root={str(root)!r}; leave run.dir at its "
+                           f"default (<run.root>/<benchmark>/<method><run.tag>/seed<seed>) and choose the folder "
+                           f"with run.root=<dir> and run.tag=<name>")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise InvalidValue (an MTLError) for the first invalid value found."""
+    check_run_path(cfg)
     _int(cfg, "seed", 0)
     _int(cfg, "trainer.epochs", 1)
     _int(cfg, "trainer.max_steps_per_epoch", 1, optional=True)
     _int(cfg, "trainer.checkpoint_every", 1)
     _int(cfg, "threads", 1, optional=True)
+    for split in ("train", "val", "test"):  # sizes of the synthetic benchmark's splits: an empty split has NaN metrics
+        _int(cfg, f"benchmark.build.n_{split}", 1, optional=True)
     if cfg.grad_engine not in GRAD_ENGINES:
         raise InvalidValue(f"grad_engine={cfg.grad_engine!r}: unknown; choose one of {', '.join(GRAD_ENGINES)}")
     precision = OmegaConf.select(cfg, "trainer.precision") or "fp32"

@@ -51,6 +51,12 @@ def delta_kind(delta: Any) -> str:
     return kind
 
 
+def _all_nan(metrics: Mapping[str, Mapping[str, float]]) -> bool:
+    """Whether every metric value of one split's results is NaN (as an empty split leaves them)."""
+    values = [v for task in metrics.values() for v in task.values() if isinstance(v, (int, float))]
+    return bool(values) and all(math.isnan(v) for v in values)
+
+
 def select(history: Sequence[dict[str, Any]], rule: str,
            deltas: Callable[[dict], dict[str, float]], *, baseline: str = "stl", ties: str = "earliest",
            delta: Any = "p", improvement_fn: Callable[[dict, dict], float] | None = None) -> dict[str, Any]:
@@ -77,6 +83,9 @@ def select(history: Sequence[dict[str, Any]], rule: str,
             best_score, best_i = -math.inf, 0
         else:
             raise ValueError(f"selection_baseline {baseline!r} unknown; choose one of {BASELINES}")
+        if all(_all_nan(r[split]) for r in history):
+            raise ValueError(f"every {split} metric of every epoch is NaN (an empty {split} split?); no epoch "
+                             f"can be selected on them")
         for i, s in enumerate(scores):  # NaN never wins (both comparisons are False)
             if s > best_score or (ties == "latest" and s == best_score):
                 best_score, best_i = s, i
