@@ -120,3 +120,7 @@ class StorageError(MTLError):
 
 class LoggerError(MTLError):
     """The experiment tracker cannot be reached or is not configured."""
+
+
+class OutOfMemory(MTLError):
+    """The device (or the host) ran out of memory; the message names smaller settings."""

@@ -55,8 +55,8 @@ def test_resumed_run_starts_at_the_epoch_after_the_checkpoint(tmp_path):
 def test_preempted_mid_epoch_then_resumed_within_the_epoch(train, run_root, tmp_path):
     cut, resumed = tmp_path / "cut.jsonl", tmp_path / "resumed.jsonl"
     common = [*SHORT, "trainer.epochs=2"]
-    # the signal after the run's 6th step: epoch 1, step 2 of 4 (in-process: the guard catches it)
-    with pytest.raises(Preempted, match="epoch 1 step 2"):
+    # the signal after the run's 6th step: the 2nd epoch (1-based in messages), step 2 of 4
+    with pytest.raises(Preempted, match="epoch 2 step 2"):
         train([*common, callbacks(f"mtl.run.testing.Recorder,path:'{cut}'", "mtl.run.testing.SignalAfterSteps,steps:6")])
     assert hooks(cut)[-4:] == [
         {"hook": "on_step_end", "step": 6}, {"hook": "on_steps_end", "epoch": 1},

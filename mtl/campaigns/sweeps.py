@@ -23,7 +23,7 @@ from mtl.report.plots import sweep_boxplot
 from mtl.run.rundir import SUMMARY
 from mtl.report.runs import read_runs
 from mtl.config.compose import compose
-from mtl.campaigns.workflows import Group, execute, load_experiment, num_tasks, report_failures, sweep_params
+from mtl.campaigns.workflows import one_line_errors, Group, execute, load_experiment, num_tasks, report_failures, sweep_params
 
 PLACEHOLDER_INV_T = "inv_T"
 TITLES = {"beta": "DB-MTL β (β/√k: _sqrtk)", "alpha": "DB-MTL α_k"}
@@ -98,6 +98,7 @@ def sweep(study: str, benchmark: str, *, seeds: list[int] | None = None, points:
     return df, [csv, png], report_failures(failures)
 
 
+@one_line_errors
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", choices=["beta", "alpha"])
