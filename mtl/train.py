@@ -11,7 +11,7 @@ from __future__ import annotations
 if __name__ == "__main__":  # signals during the imports below already end as a stop (exit 3)
     from mtl.run.preemption import stop_on_signals
 
-    stop_on_signals()
+    stop_on_signals(immediately=True)
 
 import json
 import os
@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from mtl.config.compose import CONFIG_DIR, compose, composition_error_type, explain_composition_error
 from mtl.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
-from mtl.run.preemption import Interrupted, stop_on_signals
+from mtl.run.preemption import Interrupted, stop_message, stop_on_signals
 
 FAILURES = "MTL_MULTIRUN_FAILURES"  # a multirun's jobs append their failures here (JSON lines)
 
@@ -128,7 +128,7 @@ def precheck(argv: list[str]) -> None:
                        benchmark=cfg.benchmark.name)
         from mtl.run.rundir import RunDir
 
-        RunDir(cfg.run.root).create()  # Hydra creates its job folder inside the run directory
+        RunDir(cfg.run.dir).check_writable()  # Hydra creates its job folder (.hydra_run/) in there
     except Exception as err:  # noqa: BLE001
         line = error_line(err, argv)
         if line is None:
@@ -144,7 +144,7 @@ def _check_multirun_launcher(argv: list[str]) -> None:
     name = launcher_of(argv)
     if name and any(a in ("-m", "--multirun") for a in argv):
         try:
-            check_launcher(name)
+            check_launcher(name, argv)
         except MTLError as err:
             _say(f"error: {type(err).__name__}: {err}")
             sys.exit(EXIT_USER_ERROR)
@@ -181,8 +181,7 @@ def cli() -> None:
             os.environ[FAILURES] = str(failures.resolve())
         main()
     except Interrupted as err:
-        _say(f"[mtl] {err.name} during {err.during}: stopped (every file written so far is whole); run the "
-             f"same command again, or requeue the job, to go on (exit status {EXIT_PREEMPTED})")
+        _say(stop_message(err.name, err.during))
         sys.exit(EXIT_PREEMPTED)
     finally:
         rc = report_failures(failures) if failures is not None else 0

@@ -123,7 +123,7 @@ def check_jobs(groups: list[Group], launcher: str = "local", extra: list[str] = 
     from mtl.run.validate import check_values, validate
 
     if launcher != "local":
-        check_launcher(launcher)
+        check_launcher(launcher, list(extra))
     jobs = [[*job, *extra] for g in groups for job in g.jobs()]
     seen: set[tuple[str, ...]] = set()
     for overrides in jobs:

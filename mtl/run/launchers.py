@@ -8,8 +8,9 @@ import shutil
 from mtl.errors import InvalidValue
 
 
-def check_launcher(name: str) -> None:
-    """Raise InvalidValue if `launcher=<name>` cannot run on this machine."""
+def check_launcher(name: str, overrides: list[str] = ()) -> None:
+    """Raise InvalidValue if `launcher=<name>` cannot run on this machine (`overrides`: the command
+    line's, e.g. hydra.launcher.num_gpus=2 gives Ray GPUs to place on without a driver: tests)."""
     if name == "slurm" and shutil.which("sbatch") is None:
         raise InvalidValue("launcher=slurm: there is no SLURM here (no `sbatch` on PATH); run on the cluster's "
                            "login node, or use launcher=local (one run after the other) or launcher=submitit_local")
@@ -21,7 +22,9 @@ def check_launcher(name: str) -> None:
                                "launcher=local") from None
         from mtl.run.device import gpu_surely_absent
 
-        if gpu_surely_absent():
+        told = any(o.startswith("hydra.launcher.num_gpus=") and o.split("=", 1)[1] not in ("0", "null")
+                   for o in overrides)
+        if gpu_surely_absent() and not told:
             raise InvalidValue("launcher=gpus: this machine has no GPU for Ray to place runs on; use "
                                "launcher=local or launcher=submitit_local (CPU runs)")
 

@@ -52,11 +52,28 @@ def _raise_interrupted(signum, frame) -> None:  # noqa: ARG001 - signal handler 
 _raise_interrupted.mtl_stop = True  # hand_on() never calls this one (it would abort the checkpoint)
 
 
-def stop_on_signals(signals: tuple[int, ...] = SIGNALS) -> None:
-    """Make the stop signals raise Interrupted (from the main thread; elsewhere a no-op)."""
+def stop_message(name: str, during: str) -> str:
+    """The one line of a stop outside the training steps (exit status 3)."""
+    return (f"[mtl] {name} during {during}: stopped (every file written so far is whole); run the same "
+            f"command again, or requeue the job, to go on (exit status 3)")
+
+
+def _exit_now(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    import os
+    import sys
+
+    sys.stderr.write(stop_message(signal.Signals(signum).name, "setup (starting up)") + "\n")
+    sys.stderr.flush()
+    os._exit(3)  # nothing is open or half-written while modules are imported
+
+
+def stop_on_signals(signals: tuple[int, ...] = SIGNALS, *, immediately: bool = False) -> None:
+    """Make the stop signals raise Interrupted (from the main thread; elsewhere a no-op). With
+    `immediately` (while a command line is still importing its modules) they print the line and
+    exit with status 3 at once."""
     try:
         for s in signals:
-            signal.signal(s, _raise_interrupted)
+            signal.signal(s, _exit_now if immediately else _raise_interrupted)
     except ValueError:  # not the main thread
         pass
 

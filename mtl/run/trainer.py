@@ -200,7 +200,11 @@ class Trainer:
         stored = self.run_dir.read_config()
         if fresh or stored is None or not (self.run_dir.path / CHECKPOINT).exists():
             return
-        changes = changed_keys(stored, OmegaConf.to_container(self.cfg, resolve=True))
+        try:
+            changes = changed_keys(stored, OmegaConf.to_container(self.cfg, resolve=True))
+        except ValueError as err:  # a damaged or hand-edited config.yaml: one line, nothing overwritten
+            raise DamagedFile(f"{self.run_dir.path / 'config.yaml'}: {err}; restore it, or pass run.force=true "
+                              f"to restart this run with the current settings") from None
         if changes:
             raise ConfigChanged(
                 f"{self.run_dir.path / 'config.yaml'}: this run was started with other settings "
@@ -261,7 +265,7 @@ class Trainer:
                          wall=ckpt["wall_time_s"], partial=ckpt.get("partial"), rng=ckpt["rng"])
             where = f"after epoch {ckpt['epoch'] + 1}"  # 1-based, as every user-facing line
             if state["partial"]:
-                where = f"in epoch {ckpt['epoch'] + 1} after step {state['partial']['steps']}"
+                where = f"in epoch {ckpt['epoch'] + 2} after step {state['partial']['steps']}"
             else:
                 set_rng_state(ckpt["rng"])
             print(f"[mtl] resuming {self.run_dir.path} {where}", flush=True)
