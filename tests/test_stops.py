@@ -262,13 +262,27 @@ GUARD = textwrap.dedent("""
 """)
 
 
+def no_network_prefix() -> list[str]:
+    """`unshare -rn` (a network namespace with only loopback) where the machine allows it: then not
+    even wandb's service process (not Python, so not under the socket guard) could reach anything."""
+    import shutil
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return []
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
+    return ["unshare", "-rn", "sh", "-c", 'ip link set lo up; exec "$@"', "sh"] if probe.returncode == 0 else []
+
+
 def test_wandb_offline_makes_no_network_access(tmp_path):
+    """The socket guard records every DNS lookup or connection to a host that is not this machine.
+    No proxy variables: with HTTPS_PROXY=127.0.0.1 a request would go to the (local) proxy and the
+    lookup of wandb's analytics host (which happened before this fix) would stay hidden."""
     (tmp_path / "guarded.py").write_text(GUARD)
     log = tmp_path / "network.log"
-    e = env(NET_GUARD_LOG=str(log), WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"),
-            HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
-    e.pop("WANDB_MODE")  # logger.mode=offline (the default of logger=wandb) decides
-    r = subprocess.run([sys.executable, str(tmp_path / "guarded.py"), "-", *SHORT, "trainer.epochs=2",
+    e = env(NET_GUARD_LOG=str(log), WANDB_SILENT="true", WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"))
+    for key in ("WANDB_MODE", "HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        e.pop(key, None)  # logger.mode=offline (the default of logger=wandb) decides
+    r = subprocess.run([*no_network_prefix(), sys.executable, str(tmp_path / "guarded.py"), "-", *SHORT, "trainer.epochs=2",
                         f"run.root={tmp_path / 'runs'}", "logger=wandb", "logger.mode=offline",
                         f"logger.dir={tmp_path / 'wandb'}"], cwd=REPO, env=e, capture_output=True, text=True,
                        timeout=300)
