@@ -75,7 +75,7 @@ def test_preempted_mid_epoch_then_resumed_within_the_epoch(train, run_root, tmp_
 def test_signal_after_an_epoch_whose_checkpoint_was_not_due_still_checkpoints(train, run_root):
     # the signal after the last step of epoch 0: the epoch ends (evaluation included), then the
     # run stops; checkpoint_every=5 would not have saved epoch 0
-    with pytest.raises(Preempted, match="the end of epoch 0"):
+    with pytest.raises(Preempted, match="the end of epoch 1"):
         train([*SHORT, "trainer.epochs=3", "trainer.checkpoint_every=5", signal_after_steps(STEPS)])
     ckpt = torch.load(run_dir(run_root) / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["partial"] is None and len(ckpt["history"]) == 1
