@@ -313,3 +313,104 @@ def test_wandb_full_disk_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "init", full)
     with pytest.raises(LoggerError, match=r"logger.dir=.*W&B cannot write there: the disk is full.*logger=none"):
         loggers._init(mode="offline", dir=str(tmp_path / "wandb"), init_timeout=5, project="p")
+
+
+# ---- run directory: what is in the way, leftovers, fsync -----------------------------------------
+def test_read_only_run_root_is_one_line(tmp_path, monkeypatch, capsys):
+    """Root bypasses permissions here, so the read-only folder is what os.access reports."""
+    import mtl.run.rundir as rundir
+    from mtl.train import precheck
+
+    real = os.access
+    monkeypatch.setattr(rundir.os, "access", lambda p, mode: False if str(p).startswith(str(tmp_path)) else real(p, mode))
+    with pytest.raises(SystemExit) as exit_:
+        precheck([*SHORT, f"run.root={tmp_path / 'ro'}"])
+    assert exit_.value.code == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: StorageError: cannot write in") and "is not writable" in err and "\n" not in err
+
+
+def test_stale_tmp_files_of_dead_writers_are_removed(tmp_path):
+    from mtl.run.rundir import RunDir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = RunDir(tmp_path / "run").create()
+        stale = run.path / f"checkpoint.pt.{dead.pid}.tmp"
+        live = run.path / f"checkpoint.pt.{alive.pid}.tmp"
+        other = run.path / "notes.tmp"
+        for p in (stale, live, other):
+            p.write_bytes(b"partial")
+        with run.lock():
+            pass
+        assert not stale.exists() and live.exists() and other.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_folders_are_fsynced_after_a_rename(tmp_path, monkeypatch):
+    import stat
+
+    import mtl.run.rundir as rundir
+
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real(fd)
+
+    monkeypatch.setattr(rundir.os, "fsync", fsync)
+    rundir.RunDir(tmp_path).write_summary({"seed": 0})
+    assert synced == [False, True]  # the file's data, then the folder holding the rename
+
+
+def test_ray_launcher_shuts_ray_down_after_the_sweep(monkeypatch, tmp_path):
+    import types
+
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.mtl_ray_launcher import ray_launcher
+    from hydra_plugins.mtl_ray_launcher.ray_launcher import RayGPULauncher
+
+    calls = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **k: calls.append("init"),
+                                 shutdown=lambda: calls.append("shutdown"))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    launcher = RayGPULauncher(gpus_per_job=0)
+    launcher.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    launcher.hydra_context = launcher.task_function = object()
+
+    def fail(*a):
+        raise RuntimeError("a job failed")
+
+    monkeypatch.setattr(RayGPULauncher, "_launch", lambda self, ray, jobs, idx: fail())
+    monkeypatch.setattr(ray_launcher, "setup_globals", lambda: None)
+    with pytest.raises(RuntimeError):
+        launcher.launch([["seed=0"]], 0)
+    assert calls == ["init", "shutdown"]
+
+
+# ---- Makefile: ARGS= and make help --------------------------------------------------------------
+def test_make_help_lists_every_target_with_one_line():
+    import re
+
+    r = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    listed = {ln.split()[1] for ln in r.stdout.splitlines() if ln.strip().startswith("make ")}
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z0-9%-]*):", makefile, re.M)) - {"help"}
+    assert targets <= listed, targets - listed
+    assert all(len(ln.split(None, 2)) == 3 for ln in r.stdout.splitlines() if ln.strip().startswith("make "))
+
+
+@pytest.mark.parametrize("target", ["train", "demo", "tables", "sweep-beta", "sweep-alpha", "compare",
+                                    "reproduce-qm9", "reproduce-demo", "toy", "bench-step"])
+def test_make_targets_pass_args_through(target):
+    r = subprocess.run(["make", "-n", target, "ARGS=trainer.epochs=2 logger=none", "VIRTUAL_ENV=/nonexistent-venv"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1].endswith("trainer.epochs=2 logger=none"), r.stdout
