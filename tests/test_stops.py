@@ -299,6 +299,28 @@ def test_wandb_dir_that_is_a_file_is_one_line(tmp_path):
     assert "Traceback" not in r.stderr and "is a file, not a folder" in error_lines(r)[0]
 
 
+def test_wandb_on_a_full_disk_is_one_line_not_14000(tmp_path):
+    """A real full disk (a 256 KiB tmpfs, filled) under logger.dir: before, wandb's log handlers
+    printed ~14,000 lines of "--- Logging error ---" tracebacks and the run exited 1."""
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("no mount namespaces here")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = (f'mount -t tmpfs -o size=256k tmpfs {disk} && mkdir {disk}/w && '
+             f'(dd if=/dev/zero of={disk}/fill bs=1k count=1000 2>/dev/null; true) && exec "$@"')
+    e = env(WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"), WANDB_MODE="offline")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", mount, "sh", sys.executable, "-m", "mtl.train", *SHORT,
+                        "trainer.epochs=1", "logger=wandb", "logger.mode=offline", f"logger.dir={disk}/w",
+                        f"run.root={tmp_path / 'runs'}"], cwd=REPO, env=e, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == EXIT_USER_ERROR, r.stderr[-2000:]
+    assert error_lines(r) == [r.stderr.strip()], r.stderr[-2000:]
+    assert "LoggerError" in r.stderr and "the disk is full" in r.stderr and "logger=none" in r.stderr
+    assert not (tmp_path / "runs").exists()  # checked before anything was written
+
+
 def test_wandb_full_disk_is_one_line(tmp_path, monkeypatch):
     import errno
 

@@ -21,6 +21,8 @@ def check_logger(cfg: dict[str, Any]) -> None:
         mode = cfg.get("mode")
         if mode not in MODES:
             raise InvalidValue(f"logger.mode={mode!r}: unknown; choose one of {', '.join(MODES)}")
+        if mode != "disabled" and cfg.get("dir"):
+            check_dir(Path(str(cfg["dir"])))
         if mode == "online":
             import wandb
 
@@ -49,6 +51,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+MIN_FREE = 16 * 2**20  # bytes W&B needs free in logger.dir to start (its logs, the run's .wandb file)
+
 OFFLINE_ENV = {"WANDB_ERROR_REPORTING": "false",  # no crash reports (sentry) from wandb or its service
                "WANDB_DISABLE_CODE": "true"}
 
@@ -72,6 +76,23 @@ def offline_settings() -> dict[str, Any]:
             "console": "off", "disable_code": True, "disable_job_creation": True}
 
 
+def check_dir(path: Path) -> None:
+    """Before anything is written: `logger.dir` is no file, and its disk has room (nothing created)."""
+    import errno
+    import shutil
+
+    if path.exists() and not path.is_dir():
+        raise LoggerError(f"logger.dir={path}: is a file, not a folder; remove it or set logger.dir=<folder> "
+                          f"(or logger=none)")
+    sub = path / "wandb"
+    if sub.exists() and not sub.is_dir():
+        raise LoggerError(f"logger.dir={path}: {sub} is a file, not a folder; remove it or set "
+                          f"logger.dir=<another folder> (or logger=none)")
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and shutil.disk_usage(existing).free < MIN_FREE:
+        raise _storage_error(existing, OSError(errno.ENOSPC, "No space left on device"))
+
+
 def _check_dir(path: Path) -> None:
     """The W&B folder exists and is a writable folder (one line otherwise)."""
     if path.exists() and not path.is_dir():
@@ -81,6 +102,11 @@ def _check_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _storage_error(path, err) from None
+    import errno
+    import shutil
+
+    if shutil.disk_usage(path).free < MIN_FREE:  # wandb would log ~14,000 lines of "Logging error"
+        raise _storage_error(path, OSError(errno.ENOSPC, "No space left on device"))
     for name in ("wandb",):  # wandb's own subfolder
         sub = path / name
         if sub.exists() and not sub.is_dir():
@@ -131,13 +157,20 @@ class WandbLogger(NullLogger):
 
     def __init__(self, mode: str, project: str, entity: str | None, dir: str, group: str, name: str,
                  config: dict[str, Any], init_timeout: float = 30):
+        import logging
+
         import wandb  # imported lazily: `logger=none` runs need no wandb
 
-        self._wandb = wandb
-        self.run = _init(mode=mode, project=project, entity=entity, dir=dir, group=group, name=name,
-                         config=config, job_type="train", init_timeout=init_timeout)
-
-        self.dir = Path(dir)
+        self._wandb, self.dir = wandb, Path(dir)
+        # a disk that fills during the run: wandb's log handlers would print a traceback per record
+        # ("--- Logging error ---", thousands of lines); the one LoggerError line says it instead
+        self._raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
+        try:
+            self.run = _init(mode=mode, project=project, entity=entity, dir=dir, group=group, name=name,
+                             config=config, job_type="train", init_timeout=init_timeout)
+        except BaseException:
+            logging.raiseExceptions = self._raise_exceptions
+            raise
 
     def log_epoch(self, record: dict[str, Any], step: int) -> None:
         try:
@@ -153,10 +186,14 @@ class WandbLogger(NullLogger):
             raise _storage_error(self.dir, err) from None
 
     def close(self) -> None:
+        import logging
+
         try:
             self.run.finish()
         except OSError as err:
             raise _storage_error(self.dir, err) from None
+        finally:
+            logging.raiseExceptions = self._raise_exceptions
 
 
 def make_logger(cfg: dict[str, Any], run_name: str, config: dict[str, Any]) -> NullLogger:
