@@ -670,7 +670,7 @@ RUN_CASES = [
     RunCase("run-dir-is-a-file", ["run.tag=_file"], ["a file of that name is in the way"], prepare=run_dir_file),
     RunCase("wandb-dir-is-a-file", ["logger=wandb", "logger.mode=offline", "logger.dir={root}/wandb_file",
                                     "run.tag=_wandbfile"], ["LoggerError", "is a file, not a folder"],
-            prepare=lambda root: (root / "wandb_file").write_text("x"), env={"WANDB_SILENT": "true"}),
+            prepare=lambda root: (root / "wandb_file").write_text("x")),
     RunCase("out-of-memory", ["run.tag=_oom", callbacks("mtl.run.testing.OutOfMemoryAfterSteps,steps:2")],
             ["OutOfMemory", "smaller batch", "trainer.precision=bf16"]),
     # numerics
