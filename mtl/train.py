@@ -16,6 +16,7 @@ if __name__ == "__main__":  # signals during the imports below already end as a 
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -175,8 +176,13 @@ def cli() -> None:
         precheck(argv)
         if any(a in ("-m", "--multirun") for a in argv):
             _check_multirun_launcher(argv)
-            Path("multirun").mkdir(exist_ok=True)
-            failures = Path("multirun") / f".failures.{os.getpid()}.jsonl"
+            from mtl.run.launchers import launcher_of
+
+            # the jobs append their failures here: a temp file, or for SLURM (jobs on other nodes)
+            # one in ./multirun/, on the shared file system like the sweep folder itself
+            where = Path("multirun") if launcher_of(argv) == "slurm" else Path(tempfile.gettempdir())
+            where.mkdir(exist_ok=True)
+            failures = where / f".mtl-failures.{os.getpid()}.jsonl"
             failures.write_text("")
             os.environ[FAILURES] = str(failures.resolve())
         main()
