@@ -35,7 +35,7 @@ def test_paper_mapping():
     for name in available():  # every paper column names a task/metric the benchmark reports
         s = spec(name)
         if s.paper is not None:
-            assert {f"{t}/{m}" for t, m in s.paper.columns.values()} <= set(s.keys), name
+            assert {f"{t}/{m}" for t, m in s.paper.column_map().values()} <= set(s.keys), name
 
 
 def test_unknown_benchmark_names_the_available_ones():

@@ -9,11 +9,14 @@ from mtl.campaigns import demo_stability as stab
 def test_demo_prints_table_and_writes_figures(tmp_path, capsys):
     tables = tmp_path / "tables"
     demo.main(["--benchmark", "synthetic", "--methods", "db_mtl", "uw", "--curves", "db_mtl", "uw",
-               "--jobs", "2", "--root", str(tmp_path / "runs"), "--tables", str(tables),
+               "--seeds", "0", "1", "--jobs", "2", "--root", str(tmp_path / "runs"), "--tables", str(tables),
                "trainer.epochs=2", "benchmark.build.n_train=128"])
     out = capsys.readouterr().out
     assert "| uw |" in out and "| db_mtl |" in out and "Δp" in out
     assert "| t0 | t1 | t2 |" in out  # per-task Δp columns
+    # uw: two seeds -> an interval; db_mtl (--slow-seeds default 0): one seed, said so
+    assert "| db_mtl | " in out and "(1 seed: no interval) |" in out and "Which differences are real" in out
+    assert "uw and db_mtl" not in out and "db_mtl: 1 seed: no interval, no test" in out
     assert "make reproduce-qm9" in out and "make tables" in out and "make compare" in out
     figures = ["demo_synthetic.png", "demo_synthetic_per_task.png", "demo_synthetic_balancing.png"]
     for name in ["demo_synthetic.md", *figures]:
@@ -78,7 +81,7 @@ def test_demo_default_benchmark_tiny(tmp_path, capsys):
     """The default path (qm9_small: real QM9 molecules on bond graphs, the default methods and curves)
     shrunk to two steps per run on a 2,000-molecule build."""
     tables = tmp_path / "tables"
-    demo.main(["--root", str(tmp_path / "runs"), "--tables", str(tables), "trainer.epochs=1",
+    demo.main(["--seeds", "0", "--root", str(tmp_path / "runs"), "--tables", str(tables), "trainer.epochs=1",
                "trainer.max_steps_per_epoch=2", f"benchmark.build.root={tmp_path / 'qm9'}",
                "benchmark.build.limit=2000", "benchmark.build.subset={train:32,val:16,test:16}"])
     out = capsys.readouterr().out
@@ -86,3 +89,40 @@ def test_demo_default_benchmark_tiny(tmp_path, capsys):
         assert f"| {method} |" in out
     assert "| mu | alpha | homo | lumo | r2 | zpve | U0 | U | H | G | cv |" in out
     assert (tables / "demo_qm9_small_balancing.png").stat().st_size > 5000
+
+
+def _runs(rows):
+    import pandas as pd
+
+    return pd.DataFrame([{"method": m, "seed": s, "delta_p": v} for m, vals in rows.items()
+                         for s, v in enumerate(vals)])
+
+
+def test_significance_in_words():
+    # uw - ew per seed: 3, 1, -1 (no detectable difference); uw - rlw: 11, 11, 10 and ew - rlw: 8, 10, 11
+    # (paired t p = 0.001 and 0.008; Holm over the 3 pairs: 0.003 and 0.017 -> better)
+    df = _runs({"uw": [-22.0, -20.0, -25.0], "ew": [-25.0, -21.0, -24.0], "rlw": [-33.0, -31.0, -35.0],
+                "db_mtl": [-49.0]})
+    words = demo.significance(df, ["uw", "ew", "rlw", "db_mtl"])
+    assert words[0].startswith("uw and ew: no detectable difference at 3 seeds (paired Δp difference +1.0 [")
+    assert "seeds would detect a 1.0-point gap with 80 % power" in words[0]
+    assert words[1].startswith("uw better than rlw") and words[2].startswith("ew better than rlw")
+    assert "Holm over 3 pairs" in words[3]
+    assert words[4].startswith("db_mtl: 1 seed: no interval, no test (Δp -49.0; the seed-to-seed SD")
+
+
+def test_beta_row_explains_db_mtl_only_when_the_gap_exceeds_the_noise():
+    from mtl.report.tables import aggregate
+
+    base = {"uw": [-22.0, -20.0, -25.0], "ew": [-25.0, -21.0, -24.0]}
+    for b0, explains in ((-26.8, True), (-47.0, False)):
+        df = _runs({**base, "db_mtl": [-49.2], "db_mtl_beta0.0": [b0]})
+        df["benchmark"], df["delta_m"], df["wall_time_s"] = "qm9_small", -df["delta_p"], 1.0
+        lines = demo.beta_lines(df, aggregate(df))
+        assert "Δp -49.2 at β = 0.9, " + f"{b0:+.1f} at β = 0" in lines[0]
+        assert ("the gradient EMA is what costs DB-MTL its place" in lines[1]) is explains
+        assert ("β does not explain DB-MTL's place" in lines[1]) is not explains
+    assert demo.beta_lines(_runs(base).assign(benchmark="b", delta_m=0.0, wall_time_s=1.0),
+                           aggregate(_runs(base).assign(benchmark="b", delta_m=0.0, wall_time_s=1.0))) == []
+    assert demo.seed_plan(["db_mtl", "db_mtl_beta0.0", "uw"], [0, 1, 2], [0]) == {
+        "db_mtl": [0], "db_mtl_beta0.0": [0], "uw": [0, 1, 2]}

@@ -514,12 +514,12 @@ def test_run_reader_skips_a_damaged_summary(tmp_path, finished_run, capsys):
 
 
 def test_curves_stop_at_a_damaged_metrics_line(tmp_path, finished_run, capsys):
-    from mtl.report.plots import _read_metrics
+    from mtl.report.runs import read_metrics
 
     run = place_finished(finished_run, tmp_path / "runs")[0]
     first = (run / "metrics.jsonl").read_text().splitlines()[0]
     (run / "metrics.jsonl").write_text(first + "\n" + first[: len(first) // 2] + "\n")  # torn second line
-    assert _read_metrics(run) == [json.loads(first)]
+    assert read_metrics(run) == [json.loads(first)]
     assert f"{run / 'metrics.jsonl'}:2: damaged line" in capsys.readouterr().err
 
 

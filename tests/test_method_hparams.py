@@ -40,6 +40,35 @@ def test_config_and_constructor_defaults_are_valid(name):
             assert spec.ok(d, T), f"{name}.{key}: constructor default {d!r} violates {spec.describe(T)}"
 
 
+def _as_config(value, spec):
+    """A constructor default as a YAML file writes it: tuples are lists, a part's name is {name: ...}."""
+    if isinstance(spec, MethodPart) and isinstance(value, str):
+        return {"name": value}
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_config_defaults_equal_constructor_defaults(name):
+    """configs/method/<name>.yaml (with the paper's source comment) and the constructor say the same:
+    every hyperparameter the constructor takes is in the YAML, with the constructor's default."""
+    cls = methods.get_class(name)
+    cfg = config(name)
+    declared = specs(cls)
+    assert set(cfg) == accepted_keys(cls) - {"engine"}, f"{name}: the YAML lists other keys than the constructor takes"
+    for key, value in cfg.items():
+        d = _as_config(default(cls, key), declared.get(key))
+        assert value == d and type(value) is type(d), f"{name}.{key}: YAML {value!r}, constructor {d!r}"
+
+
+def test_redundant_constructor_checks_are_gone_but_create_still_checks():
+    """The declared specs are the one check of a value: a constructor does not repeat it, and
+    methods.create runs it before the constructor."""
+    with pytest.raises(InvalidValue, match="method.beta: db_mtl needs a number in \\[0, 1\\), got 1.0"):
+        methods.create("db_mtl", num_tasks=T, beta=1.0)
+    with pytest.raises(InvalidValue, match="method.task"):
+        methods.create("stl", num_tasks=T, task=T)
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_unknown_key_lists_the_keys(name):
     with pytest.raises(InvalidValue) as err:

@@ -12,6 +12,7 @@ from torch_geometric.loader import DataLoader
 
 from mtl import methods  # noqa: E402
 from mtl.benchmarks import qm9 as B  # noqa: E402
+from mtl.benchmarks import spec  # noqa: E402
 from mtl.scoring.delta import delta_m, delta_p  # noqa: E402
 
 LIMIT = 2000
@@ -173,8 +174,9 @@ def test_configs_and_deltas():
     tasks = [B.TaskSpec(n, (B.MetricSpec("mae", False),)) for n in B.DEFAULT_TASK_NAMES]
     for name, c in cfg.items():
         assert c.name == name and c.build._target_ == "mtl.benchmarks.qm9.build"
-        assert list(c.build.task_names) == list(B.DEFAULT_TASK_NAMES)
-        assert list(c.build.targets) == list(B.DEFAULT_TARGETS)
+        # the configs leave targets and names to the module (one place): the registry reads them there
+        assert c.build.task_names is None and c.build.targets is None
+        assert spec(name).task_names == list(B.DEFAULT_TASK_NAMES)
         assert c.protocol.scheduler._target_ == "torch.optim.lr_scheduler.ReduceLROnPlateau"
         assert set(c.protocol.reference.metrics) == set(B.DEFAULT_TASK_NAMES)
     assert cfg["qm9"].protocol.scheduler.mode == "max" and cfg["qm9"].protocol.monitor == "val_improvement"
@@ -265,3 +267,11 @@ def test_share_edge_weights_option_trains_identically(root, tmp_path):
         assert r1["val"][t]["mae"] == pytest.approx(r2["val"][t]["mae"], rel=1e-4)
     for k in m1:
         assert torch.allclose(m1[k].float(), m2[k].float(), rtol=1e-4, atol=1e-6), k
+
+
+def test_targets_and_names_default_in_one_place():
+    assert [t.name for t in B.tasks()] == list(B.DEFAULT_TASK_NAMES)
+    assert [t.name for t in B.tasks(targets=[0, 4])] == ["mu", "gap"]  # PyG's names for other targets
+    assert [t.name for t in B.tasks(targets=[0, 4], task_names=["a", "b"])] == ["a", "b"]
+    with pytest.raises(ValueError, match="one name per target"):
+        B.tasks(targets=[0, 4], task_names=["a"])

@@ -5,6 +5,8 @@ gdb_1/gdb_2, gdb_1's 4-decimal SDF coordinates) or PyG's documented structure; s
 of the README. Full-set checks live in tests/test_qm9_full.py (slow).
 """
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from torch_geometric.data import Data, InMemoryDataset
 
 from mtl.datasets import qm9 as Q  # noqa: E402
 from mtl.errors import DatasetNotFound  # noqa: E402
+from mtl.paths import project_root  # noqa: E402
 
 LIMIT = 2000
 F32 = np.float32
@@ -214,7 +217,7 @@ def test_clear_errors(tmp_path, monkeypatch):
     data_dir = Q.qm9pack_data_dir()
     with pytest.raises(DatasetNotFound, match="sha256"):
         Q.check_sources(data_dir, {**Q.CSV_SHA256, "qm9_part2.csv": "0" * 64})
-    monkeypatch.setattr(Q.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DatasetNotFound, match=r"pip install qm9pack==1\.0\.3"):
         Q.QM9(root=tmp_path, limit=10)
 
@@ -223,4 +226,4 @@ def test_default_root_env(monkeypatch, tmp_path):
     monkeypatch.setenv("QM9_ROOT", str(tmp_path))
     assert Q.default_root() == tmp_path
     monkeypatch.delenv("QM9_ROOT")
-    assert Q.default_root() == Q.project_root() / "data" / "qm9"
+    assert Q.default_root() == project_root() / "data" / "qm9"

@@ -11,6 +11,7 @@ import torch
 
 from mtl.datasets import qm9 as Q
 from mtl.datasets.fixtures import write_fixture
+from mtl.datasets.qm9.graphs import _graph_edges
 from mtl.benchmarks import qm9 as B
 from mtl.errors import DatasetDamaged
 from mtl.run.testing import kill_after_epoch
@@ -85,7 +86,7 @@ def test_unknown_graph_and_duplicate_bonds(fixture_file):
     ds = Q.QM9File(fixture_file)
     ei = ds._data.edge_index
     with pytest.raises(ValueError, match="duplicate bonds"):
-        Q._graph_edges(torch.cat([ei[:, :1], ei], 1), ds.slices["edge_index"] + torch.cat(
+        _graph_edges(torch.cat([ei[:, :1], ei], 1), ds.slices["edge_index"] + torch.cat(
             [torch.zeros(1, dtype=torch.long), torch.ones(len(ds), dtype=torch.long)]), ds.slices["pos"],
             ds._data.pos, "complete")
 
@@ -130,7 +131,7 @@ def test_cache_built_once_reused_and_keyed(fixture_file, monkeypatch, tmp_path):
 
 
 def test_qm9_derived_cache_beside_the_source_and_prepared(source):
-    from mtl.benchmarks.qm9 import prepare
+    from mtl.datasets.qm9 import prepare
 
     folder = prepare(root=source.root, limit=LIMIT, graph="bonds", progress=False)
     stem = Path(source.processed_paths[0]).stem

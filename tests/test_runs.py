@@ -132,6 +132,11 @@ def test_table_run_logs_ours_beside_the_paper_with_plots(tmp_path, monkeypatch):
     assert not math.isnan(db["delta_m"]) and db["seeds"] == 1
     assert rows[("EW", "ours")]["status"] == "missing" and rows[("EW", "ours")]["delta_p"] is None
     assert rows[("EW", "paper")]["delta_p"] is not None  # the paper's row is there without our run
+    # one seed: no interval, said so; the reproduction verdict and rank probabilities travel along
+    assert db["interval"] == "1 seed: no interval" and db["delta_p_lo"] is None
+    assert db["repro"] == "reproduced" and db["p_first"] is not None
+    assert rows[("DB-MTL", "paper")]["interval"] == "± over 3 seeds"
+    assert run.kwargs["config"]["reproduction"].startswith("reproduced: ")
     images = {k: v["image"] for k, v in payload.items() if k.startswith("plots/")}
     pngs = [str(p) for p in paths if p.suffix == ".png"]
     assert images and sorted(images.values()) == sorted(pngs) and "plots/delta_p_per_task" in images

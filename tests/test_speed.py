@@ -109,7 +109,7 @@ def test_qm9_fixture_file_runs_without_qm9pack(tmp_path, train, monkeypatch):
     def no_qm9pack():
         raise AssertionError("the fixture path must not look for qm9pack")
 
-    monkeypatch.setattr(qm9, "qm9pack_data_dir", no_qm9pack)
+    monkeypatch.setattr(qm9.sources, "qm9pack_data_dir", no_qm9pack)  # where QM9 looks it up
     ds = qm9.QM9File(path)
     assert len(ds) == ds.limit == 120 and ds[0].x.shape[1] == 11 and ds[0].edge_attr.shape[1] == 4
     b = "benchmark.build"

@@ -63,7 +63,7 @@ def test_table3_qm9_reproduces_paper_delta_p(tmp_path):
     df = build_table("qm9", tmp_path).set_index("name")
     with open(PAPER_DIR / "dbmtl_table3_qm9.csv") as f:
         raw = {METHODS[r["method"]]: r for r in csv.DictReader(f)}
-    cols = list(TABLES["qm9"].columns)
+    cols = list(TABLES["qm9"].column_map())
     # Hand check, EW: mean over 11 targets of -(M - STL)/STL, e.g. mu -(0.096-0.062)/0.062 = -54.8 %
     assert df.loc["ew", "delta_p"] == pytest.approx(-146.44, abs=0.01)
     for name, row in raw.items():
@@ -100,7 +100,7 @@ def test_missing_runs_are_marked_not_fatal(tmp_path):
     assert "db_mtl_beta0.5" not in df.index
     md = to_markdown(build_table("nyuv2", tmp_path))
     assert "| UW | — | — (54.29; —)" in md
-    assert "No runs yet (21)" in md and "54.43 ± 0.50 (53.93; +0.50)" in md
+    assert "No runs yet (21)" in md and "54.43 [48.08, 60.78] (53.93; +0.50)" in md
     assert "--" in to_latex(build_table("nyuv2", tmp_path))
     paths = write_tables(build_table("nyuv2", tmp_path), tmp_path / "tables")
     assert [p.name for p in paths] == ["nyuv2.md", "nyuv2.tex", "nyuv2.csv"] and all(p.exists() for p in paths)
@@ -136,7 +136,7 @@ def test_stl_runs_merge_into_one_row_and_serve_as_reference(tmp_path):
 def test_mapping_matches_benchmark_configs():
     for bench, table in TABLES.items():
         info = spec(bench)
-        mapped = {f"{t}/{m}" for t, m in table.columns.values()}
+        mapped = {f"{t}/{m}" for t, m in table.column_map().values()}
         assert mapped == set(info.keys), bench
         paper = load_paper(bench)
         assert set(paper.order) == set(METHODS.values()), bench
@@ -144,3 +144,55 @@ def test_mapping_matches_benchmark_configs():
         for key in info.keys:  # the YAML reference is the paper's STL row
             t, m = key.split("/")
             assert info.reference[t][m] == pytest.approx(stl[key]), (bench, key)
+
+
+def _scaled_seed(root, bench, name, seed, factor):
+    """Copy seed 0's summary of `name` as `seed` with every metric multiplied by `factor`."""
+    s = json.loads((root / bench / name / "seed0" / "summary.json").read_text())
+    s["seed"] = seed
+    s["metrics"] = {t: {m: v * factor for m, v in ms.items()} for t, ms in s["metrics"].items()}
+    d = root / bench / name / f"seed{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "summary.json").write_text(json.dumps(s))
+
+
+def test_intervals_reproduction_verdicts_and_rank_stability(tmp_path):
+    """QM9 (the paper prints Δp ± std): EW's three seeds straddle the paper row -> reproduced; UW's
+    seeds all have half the paper's errors -> differs; the closing line says so."""
+    keep = ("ew", "uw", "db_mtl")
+    write_paper_runs(tmp_path, "qm9", skip=tuple(n for n in METHODS.values() if n not in keep))
+    for seed, f in ((1, 1.02), (2, 0.98)):
+        _scaled_seed(tmp_path, "qm9", "ew", seed, f)
+        _scaled_seed(tmp_path, "qm9", "db_mtl", seed, f)
+    _scaled_seed(tmp_path, "qm9", "uw", 0, 0.5)  # overwrite seed 0 too
+    for seed, f in ((1, 0.51), (2, 0.49)):
+        _scaled_seed(tmp_path, "qm9", "uw", seed, f * 2)  # seed 0 now holds half the paper's numbers
+    df = build_table("qm9", tmp_path).set_index("name")
+    ew = df.loc["ew"]
+    assert ew["seeds"] == 3 and ew["delta_p_lo"] < ew["delta_p"] < ew["delta_p_hi"]
+    # the Δp interval is the t-interval of the three per-seed Δp (hand: mean ± t_{.975,2} s/√3)
+    dps = list(df.attrs["seed_delta_p"]["ew"].values())
+    import numpy as np
+    from scipy import stats as st
+    half = st.t.ppf(0.975, 2) * np.std(dps, ddof=1) / np.sqrt(3)
+    assert ew["delta_p_hi"] - ew["delta_p"] == pytest.approx(half)
+    assert ew["repro"] == "reproduced" and df.loc["uw", "repro"] == "differs"
+    assert df.loc["db_mtl", "repro"] == "reproduced"
+    assert df.attrs["reproduction"].startswith("reproduced: 2 of 3 methods; differs: uw (ours ")
+    # UW with half the errors is far ahead on every seed: first in every bootstrap
+    assert df.loc["uw", "p_first"] == 1.0 and df.loc["ew", "p_first"] == 0.0
+    assert df.loc["uw", "mr_lo"] <= df.loc["uw", "mr"] <= df.loc["uw", "mr_hi"]
+    md = to_markdown(build_table("qm9", tmp_path))
+    assert "**reproduced: 2 of 3 methods; differs: uw" in md and "| reproduced (p = " in md
+    assert "P(first): UW 1.00" in md and "Reproduction rule" in md
+    tex = to_latex(build_table("qm9", tmp_path))
+    assert "Reproduced (paper $\\Delta_p$): 2 of 3 methods" in tex
+
+
+def test_one_seed_is_marked_not_bare(tmp_path):
+    write_paper_runs(tmp_path, "nyuv2", skip=tuple(n for n in METHODS.values() if n != "ew"))
+    df = build_table("nyuv2", tmp_path)
+    md = to_markdown(df)
+    row = next(line for line in md.splitlines() if line.startswith("| EW |"))
+    assert "53.93† (53.93; +0.00)" in row and "1 seed: no interval" in md
+    assert "$53.93^{\\dagger}$" in to_latex(df)

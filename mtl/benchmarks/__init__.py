@@ -4,6 +4,8 @@ called by the trainer) and `tasks(**build)` (tasks and metric directions, no dat
 
     available()            -> benchmark names (the YAML files)
     spec("nyuv2")          -> BenchmarkSpec: tasks, protocol, STL reference, paper-table mapping
+    from_config(cfg.benchmark) -> the same for an already composed block
+    num_tasks(cfg.benchmark)   -> T (no data read)
 
 Every tool that needs a benchmark's tasks or directions (tables, workflows, the STL reference
 script, checks) reads them from `spec()`; nothing else restates them.
@@ -105,6 +107,12 @@ def from_config(benchmark_cfg: Any) -> BenchmarkSpec:
     build = {k: v for k, v in config["build"].items() if k != "_target_"}
     module = importlib.import_module(config["build"]["_target_"].rsplit(".", 1)[0])
     return BenchmarkSpec(name=str(config["name"]), config=config, tasks=tuple(module.tasks(**build)))
+
+
+def num_tasks(benchmark_cfg: Any) -> int:
+    """T of a composed `benchmark` block, from the module's tasks (no data read): the one place
+    the checks (mtl.run.validate) and the campaigns (STL per task, 1/T sweep points) take it from."""
+    return len(from_config(benchmark_cfg).tasks)
 
 
 @lru_cache(maxsize=None)

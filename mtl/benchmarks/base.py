@@ -113,6 +113,16 @@ class Benchmark:
         losses; the others are constant zeros (`stack_task_losses`)."""
         raise NotImplementedError
 
+    def sample_losses(self, model: nn.Module, batch: Any, rep_grad: bool = False
+                      ) -> tuple[torch.Tensor, Representation | None]:
+        """Per-sample training losses [B, T] of one batch, attached to the graph (their mean over the
+        batch is `compute_losses`'); optional: only methods that need "sample_losses" (NTKMTL-SR)
+        call it, and the trainer refuses those methods on a benchmark without it."""
+        raise NotImplementedError(f"benchmark {self.name} defines no per-sample losses")
+
+    def has_sample_losses(self) -> bool:
+        return type(self).sample_losses is not Benchmark.sample_losses
+
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> Metrics:

@@ -37,9 +37,23 @@ from mtl.benchmarks.base import Benchmark, MetricSpec, TaskSpec, stack_task_loss
 from mtl.errors import DatasetNotFound
 from mtl.paths import PACKAGE
 
-# Default 11 targets (PyG indices) of nash-mtl and LibMTL, in output order.
+# The 11 targets (PyG indices) of nash-mtl and LibMTL, in output order (LibMTL main.py --target
+# default = nash-mtl utils.py target_idx), and their task names: the one place of both (the configs
+# leave `targets`/`task_names` null, the paper table takes its columns from the registry's tasks).
 DEFAULT_TARGETS = (0, 1, 2, 3, 5, 6, 12, 13, 14, 15, 11)
 DEFAULT_TASK_NAMES = ("mu", "alpha", "homo", "lumo", "r2", "zpve", "U0", "U", "H", "G", "cv")
+
+
+def _targets_and_names(targets: Sequence[int] | None, task_names: Sequence[str] | None) -> tuple[list[int], list[str]]:
+    """null targets: the references' 11; null task_names: DEFAULT_TASK_NAMES for those, else each
+    target's PyG name (mtl.datasets.qm9.TARGETS)."""
+    targets = list(DEFAULT_TARGETS if targets is None else (int(t) for t in targets))
+    if task_names is None:
+        if targets == list(DEFAULT_TARGETS):
+            task_names = DEFAULT_TASK_NAMES
+        else:
+            task_names = [TARGETS[t] if 0 <= t < len(TARGETS) else str(t) for t in targets]
+    return targets, list(task_names)
 MEV_TARGETS = frozenset({2, 3, 6, 12, 13, 14, 15})  # eV -> meV in the reported MAE (both references)
 # Reported unit of each PyG target's MAE (PyG QM9 docs; energies converted eV -> meV above)
 UNITS = {0: "D", 1: "a0^3", 4: "eV", 5: "a0^2", 7: "eV", 8: "eV", 9: "eV", 10: "eV", 11: "cal/(mol K)",
@@ -101,15 +115,15 @@ def split_indices(kind: str = "libmtl", n_test: int = 10_000, n_val: int = 10_00
 class QM9Benchmark(Benchmark):
     name = "qm9"
 
-    def __init__(self, root: str | None = None, targets: Sequence[int] = DEFAULT_TARGETS,
-                 task_names: Sequence[str] = DEFAULT_TASK_NAMES, split: str = "libmtl",
+    def __init__(self, root: str | None = None, targets: Sequence[int] | None = None,
+                 task_names: Sequence[str] | None = None, split: str = "libmtl",
                  split_seed: int = 42, n_test: int = 10_000, n_val: int = 10_000,
                  limit: int | None = None, subset: dict | None = None, batch_size: int = 128,
                  eval_batch_size: int | None = None, features: str = "pyg", ghost_bonds: bool = True,
                  dim: int = 64, num_workers: int = 0, progress: bool = True, share_edge_weights: bool = True,
                  graph: str = "complete", precompute: bool = True,
                  data_file: str | None = None):
-        targets, task_names = [int(t) for t in targets], list(task_names)
+        targets, task_names = _targets_and_names(targets, task_names)
         self.tasks = tasks(targets=targets, task_names=task_names)  # checks one name per target
         bad = [t for t in targets if not 0 <= t < len(TARGETS)]
         if bad:
@@ -177,6 +191,11 @@ class QM9Benchmark(Benchmark):
         values = {i: ((out[self.tasks[i].name].reshape(-1) - y[:, i]) ** 2).mean() for i in idx}
         return stack_task_losses(values, len(self.tasks)), rep
 
+    def sample_losses(self, model, batch, rep_grad=False):
+        """Per-molecule squared errors [B, T] (their mean over the batch is `compute_losses`)."""
+        out, rep = model(batch, rep_grad=rep_grad)
+        return (self.predictions(out) - self.normalized_targets(batch)) ** 2, rep
+
     def mae(self, pred_norm: torch.Tensor, y_norm: torch.Tensor) -> torch.Tensor:
         """Summed absolute error per target in reported units (LibMTL: |pred*std - gt*std|, x1000
         for the meV targets) over the rows given; [T] float64."""
@@ -196,9 +215,10 @@ class QM9Benchmark(Benchmark):
         return {t.name: {"mae": float(mae[i])} for i, t in enumerate(self.tasks)}
 
 
-def tasks(targets: Sequence[int] = DEFAULT_TARGETS, task_names: Sequence[str] = DEFAULT_TASK_NAMES,
+def tasks(targets: Sequence[int] | None = None, task_names: Sequence[str] | None = None,
           **_) -> list[TaskSpec]:
     """One regression task per target, reported as test MAE (lower is better)."""
+    targets, task_names = _targets_and_names(targets, task_names)
     if len(targets) != len(task_names):
         raise ValueError(f"qm9: {len(targets)} targets but {len(task_names)} task_names; give one name per target")
     return [TaskSpec(n, (MetricSpec("mae", False, UNITS.get(int(t), "")),)) for t, n in zip(targets, task_names)]

@@ -52,6 +52,12 @@ class Synthetic(Benchmark):
         values = {i: ((out[self.tasks[i].name].squeeze(-1) - y[:, i]) ** 2).mean() for i in idx}
         return stack_task_losses(values, len(self.tasks)), rep
 
+    def sample_losses(self, model, batch, rep_grad=False):
+        x, y = batch
+        out, rep = model(x, rep_grad=rep_grad)
+        pred = torch.stack([out[t.name].squeeze(-1) for t in self.tasks], dim=1)
+        return (pred - y) ** 2, rep
+
     @torch.no_grad()
     def evaluate(self, model, split, device):
         abs_err = torch.zeros(len(self.tasks), dtype=torch.float64, device=device)  # summed on the device

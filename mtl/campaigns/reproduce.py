@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 
+from mtl.benchmarks import num_tasks
+from mtl.config.compose import compose
 from mtl.report.tables import logger_config, regenerate
-from mtl.campaigns.workflows import one_line_errors, Group, execute, load_experiment, num_tasks, report_failures, sweep_params
+from mtl.campaigns.workflows import one_line_errors, Group, execute, load_experiment, report_failures, sweep_params
 
 
 def plan(name: str, *, seeds: list[str] | None = None, methods: list[str] | None = None,
@@ -32,7 +34,7 @@ def plan(name: str, *, seeds: list[str] | None = None, methods: list[str] | None
     for b in benches:
         groups.append(Group([f"experiment={exp_name}", f"benchmark={b}"], dict(params)))
         if stl_cfg is True or (not isinstance(stl_cfg, bool) and b in stl_cfg):
-            T = num_tasks(b, list(overrides))
+            T = num_tasks(compose([f"benchmark={b}", *overrides]).benchmark)
             groups.append(Group([f"experiment={exp_name}", f"benchmark={b}", "method=stl", "run.tag=_${method.task}"],
                                 {"method.task": [str(i) for i in range(T)], "seed": params["seed"]}))
     return benches, groups

@@ -9,7 +9,10 @@ The grid is configs/experiment/sweep_<beta|alpha>.yaml; every point trains in it
 resume, so rerunning after a crash continues where it stopped. `--launcher local` (default) trains
 the points one after the other in this process; any other launcher (configs/launcher/) sends the
 grid as one Hydra multirun. Output: results/sweeps/<bench>_<beta|alpha>.csv (one row per point ×
-seed: Δp, Δm, per-task Δp, run dir) and .png (Δp over seeds per point).
+seed: Δp, Δm, per-task Δp, run dir) and .png (Δp over seeds per point), and <bench>_<study>_summary.{md,csv}:
+per point the mean Δp with its 95 % t-interval over seeds (one seed: no interval), the probability
+that it is the best point under a bootstrap over seeds, and the paired comparison by seed against
+the experiment's default point (β 0.9, α max), Holm-corrected over the points (mtl.scoring.stats).
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from mtl.report.plots import sweep_boxplot
+from mtl.scoring import stats
 from mtl.run.rundir import SUMMARY
 from mtl.report.runs import read_runs
+from mtl.benchmarks import num_tasks
 from mtl.config.compose import compose
-from mtl.campaigns.workflows import one_line_errors, Group, execute, load_experiment, num_tasks, report_failures, sweep_params
+from mtl.campaigns.workflows import one_line_errors, Group, execute, load_experiment, report_failures, sweep_params
 
 PLACEHOLDER_INV_T = "inv_T"
 TITLES = {"beta": "DB-MTL β (β/√k: _sqrtk)", "alpha": "DB-MTL α_k"}
@@ -37,7 +42,7 @@ def point_overrides(exp, benchmark: str, overrides: list[str]) -> list[str]:
     for name, params in points.items():
         for key, value in params.items():
             if value == PLACEHOLDER_INV_T:
-                inv_t = inv_t or 1.0 / num_tasks(benchmark, overrides)
+                inv_t = inv_t or 1.0 / num_tasks(compose([f"benchmark={benchmark}", *overrides]).benchmark)
                 out.append(f"sweep_points.{name}.{key}={inv_t!r}")
     return out
 
@@ -95,7 +100,57 @@ def sweep(study: str, benchmark: str, *, seeds: list[int] | None = None, points:
     df.to_csv(csv, index=False)
     png = sweep_boxplot(df, outdir / f"{benchmark}_{study}.png", order=points,
                         title=f"{benchmark}: {TITLES[study]} ({len(seeds)} seed(s))")
-    return df, [csv, png], report_failures(failures)
+    summ = summary(df, points, default=str(exp.get("sweep_point", "")))
+    md = outdir / f"{benchmark}_{study}_summary.md"
+    md.write_text(f"# {benchmark}: {TITLES[study]}, Δp over seeds\n\n{summary_markdown(summ)}\n")
+    summ.to_csv(md.with_suffix(".csv"), index=False)
+    return df, [csv, png, md, md.with_suffix(".csv")], report_failures(failures)
+
+
+def summary(df: pd.DataFrame, points: list[str], default: str = "") -> pd.DataFrame:
+    """Per point: seeds, mean Δp, 95 % t-interval, P(best point) under a bootstrap over seeds and,
+    against the `default` point (when it has runs), the paired difference, Holm p and verdict."""
+    ok = df[df["status"] == "ok"]
+    per = {p: dict(zip(g["seed"].astype(int), g["delta_p"].astype(float))) for p, g in ok.groupby("point")}
+    rows = []
+    for p in points:
+        ci = stats.t_interval(per.get(p, {}).values())
+        rows.append({"point": p, "seeds": ci.n, "delta_p": ci.mean, "delta_p_lo": ci.low, "delta_p_hi": ci.high,
+                     "interval": ci.text(2, True)})
+    out = pd.DataFrame(rows)
+    probs = stats.bootstrap_ranks({p: v for p, v in per.items() if v}, n_boot=10000)
+    out["p_best"] = out["point"].map(dict(zip(probs["method"], probs["p_first"])))
+    out["vs_default"] = out["p_holm"] = out["verdict"] = None
+    if default in per and len(per[default]) >= 1:
+        others = {p: per[p] for p in points if p != default and p in per}
+        cmp = stats.compare_to_baselines(per[default], others).set_index("baseline") if others else None
+        for i, p in enumerate(out["point"]):
+            if cmp is not None and p in cmp.index:
+                r = cmp.loc[p]  # default − point: flip the sign to read point − default
+                d = stats.paired_comparison(per[p], per[default])
+                out.loc[i, "vs_default"] = d.interval.text(2, True) if d.n else "—"
+                out.loc[i, "p_holm"] = r["p_holm"]
+                word = stats.verdict_word(d.interval.mean, r["p_holm"], d.n)
+                out.loc[i, "verdict"] = f"{word} than {default}" if word in ("better", "worse") else word
+            elif p == default:
+                out.loc[i, "verdict"] = "(default)"
+    out.attrs["default"] = default
+    return out
+
+
+def summary_markdown(summ: pd.DataFrame) -> str:
+    default = summ.attrs.get("default", "")
+    lines = [f"Δp mean [95 % t-interval over seeds]; P(best): bootstrap over seeds; vs {default or 'default'}: "
+             "paired by seed (point − default), Holm-corrected over the points.", "",
+             f"| point | seeds | Δp (%) ↑ | P(best) | vs {default or 'default'} | Holm p | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in summ.itertuples():
+        pb = "—" if r.p_best != r.p_best or r.p_best is None else f"{r.p_best:.2f}"
+        ph = "—" if r.p_holm is None or r.p_holm != r.p_holm else f"{r.p_holm:.3g}"
+        lines.append(f"| {r.point} | {r.seeds} | {r.interval} | {pb} | {r.vs_default or '—'} | {ph} | {r.verdict or '—'} |")
+    if (summ["seeds"] == 1).any():
+        lines += ["", "Points with one seed keep their one value in every bootstrap: their P(best) is not a "
+                  "probability over seeds, and they have no interval and no test."]
+    return "\n".join(lines)
 
 
 @one_line_errors
@@ -116,8 +171,8 @@ def main(argv=None) -> int:
     df, paths, rc = sweep(args.study, args.bench, seeds=seeds, points=points, launcher=args.launcher,
                           overrides=args.overrides, out=args.out, run=not args.no_run, dry_run=args.dry_run)
     if not args.dry_run:
-        summary = df.groupby("point", sort=False)["delta_p"].agg(["mean", "std", "count"])
-        print(summary.to_string(float_format=lambda x: f"{x:+.2f}"))
+        print(summary_markdown(summary(df, list(dict.fromkeys(df["point"])),
+                                       default=str(load_experiment(f"sweep_{args.study}").get("sweep_point", "")))))
         print("written:", ", ".join(map(str, paths)))
     return rc
 

@@ -47,13 +47,6 @@ def sweep_params(exp) -> dict[str, list[str]]:
     return {k: [v.strip() for v in str(val).split(",") if v.strip()] for k, val in params.items()}
 
 
-def num_tasks(benchmark: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
-    """T from the benchmark registry (no data needed)."""
-    from mtl.benchmarks import from_config
-
-    return len(from_config(compose([f"benchmark={benchmark}", *overrides]).benchmark).tasks)
-
-
 @dataclass
 class Group:
     fixed: list[str]

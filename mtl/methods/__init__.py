@@ -20,7 +20,7 @@ import pkgutil
 from mtl.errors import UnknownName
 from mtl.methods._hparams import check_hparams
 from mtl.engine import Representation
-from mtl.methods.base import Aggregate, GradientMethod, LossWeighting, Method
+from mtl.methods.base import Aggregate, GradientMethod, LossWeighting, Method, StepContext
 from mtl.methods.registry import _REGISTRY, register
 
 _SKIP = {"base", "registry"}
@@ -58,4 +58,4 @@ def create(name: str, num_tasks: int, **hparams) -> Method:
 
 
 __all__ = ["available", "check", "create", "get_class", "register", "Method", "LossWeighting",
-           "GradientMethod", "Aggregate", "Representation"]
+           "GradientMethod", "Aggregate", "Representation", "StepContext"]

@@ -27,6 +27,7 @@ from mtl.engine import (Representation, MODES, GradientEngine, NonFiniteGradient
                         assign_flat_grad)
 from mtl.errors import InvalidCombination, InvalidLoss, MissingEpochStatistics
 from mtl.methods._hparams import Bool, Choice, Either, Instance, Spec
+from mtl.methods.registry import NEEDS  # noqa: F401  (re-exported: the vocabulary of `needs`)
 
 LOG_EPS = 1e-8  # LibMTL / DB-MTL: log(L + 1e-8)
 TRANSFORMS = ("identity", "log")
@@ -95,6 +96,35 @@ class Aggregate:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class StepContext:
+    """What the trainer (or a user's loop) hands a method for one step beyond the losses and the
+    parameters. A method lists what it needs in `Method.needs`; the trainer fills exactly those
+    fields and leaves the others None (per-task gradients need no declaration: the engine computes
+    them from the losses).
+
+    - "features": the shared representation of this step's forward (a `Representation`: the heads
+      consumed `features.leaf`; `features.value` is attached to the encoder), whatever `rep_grad` is.
+    - "sample_losses": per-sample losses [B, T] of the batch, attached to the graph (`losses` is
+      their mean over the batch).
+    - "val_batch": another training batch, the training set in another order (Auto-Lambda's
+      `val_loader`: a second shuffle of the same data), a batch `loss_fn` accepts.
+    - "passes": extra forward/backward passes on the model: `model`, this step's `batch`,
+      `loss_fn(model, batch) -> losses [T]` (same forward, precision and loss scaling as the
+      trainer's) and the network's `optimizer` (its lr, momentum buffers, weight decay).
+    Methods that need "passes" or "val_batch" receive the context in `before_step(ctx)`, before the
+    trainer's own forward of the step; every context also reaches `_backward` as `self.step_context`.
+    """
+
+    features: Any = None
+    sample_losses: torch.Tensor | None = None
+    val_batch: Any = None
+    model: nn.Module | None = None
+    batch: Any = None
+    loss_fn: Any = None
+    optimizer: torch.optim.Optimizer | None = None
+
+
 class Method(nn.Module):
     """Base class of every balancing method.
 
@@ -105,12 +135,15 @@ class Method(nn.Module):
             `losses` has shape [batches_per_step, T]).
         wants_post_step_losses: the trainer re-evaluates the losses on the same batch after the
             optimizer step and passes them to `after_step` (FAMO).
+        needs: what the method needs beyond the losses, from `NEEDS` (see `StepContext`).
     """
 
     name: ClassVar[str] = "base"
     supports_rep_grad: ClassVar[bool] = False
     batches_per_step: ClassVar[int] = 1
     wants_post_step_losses: ClassVar[bool] = False
+    needs: ClassVar[frozenset[str]] = frozenset()
+    step_context: StepContext | None = None  # the current step's context, during `backward` only
     # attributes (beyond parameters/buffers) saved in state_dict via extra state
     _state_attrs: ClassVar[tuple[str, ...]] = ()
     # how the trainer reduces a diagnostic over an epoch: "mean" (default), "sum" (per-step counts)
@@ -149,10 +182,6 @@ class Method(nn.Module):
         engine: str | GradientEngine = "loop",
     ):
         super().__init__()
-        if num_tasks < 1:
-            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-        if loss_transform not in TRANSFORMS:
-            raise ValueError(f"loss_transform {loss_transform!r} unknown; choose one of {TRANSFORMS}")
         if rep_grad and not self.supports_rep_grad:
             raise InvalidCombination(
                 f"method {self.name!r} does not support rep_grad=True (gradients w.r.t. the shared "
@@ -180,9 +209,11 @@ class Method(nn.Module):
         *,
         rep: Representation | None = None,
         batch_size: int | Sequence[int] | None = None,
+        ctx: StepContext | None = None,
     ) -> dict[str, Any]:
         """Fill `.grad` (accumulating, like `.backward()`) and return diagnostics. `batch_size`: the
-        samples behind the losses (one number, or one per task); None counts the step as 1."""
+        samples behind the losses (one number, or one per task); None counts the step as 1.
+        `ctx`: the step's context with what `needs` declares (see `StepContext`)."""
         check_losses(self, losses)
         if self.rep_grad and rep is None:
             raise InvalidCombination(f"{self.name}: rep_grad=True needs `rep=Representation(...)` from the model")
@@ -193,11 +224,18 @@ class Method(nn.Module):
                      self.last_batch_size)
         self.record_losses(losses, batch_size)
         self.step_count += 1
+        self.step_context = ctx
         try:
             return self._backward(transform_losses(losses, self.loss_transform), shared_params, task_params, rep)
         except NonFiniteGradients:
             (self.step_count, self._loss_sum, self._loss_weight, self._loss_count, self.last_batch_size) = saved
             raise
+        finally:
+            self.step_context = None
+
+    def before_step(self, ctx: StepContext) -> None:
+        """Called by the trainer before the step's forward pass, for methods whose `needs` include
+        "passes" or "val_batch" (bilevel methods update their weights here: Auto-Lambda)."""
 
     def record_losses(self, losses: torch.Tensor, batch_size: int | Sequence[int] | None = None) -> None:
         """Add one step's raw losses to the epoch means (see `epoch_loss_mean`)."""

@@ -75,8 +75,6 @@ class CAGrad(GradientMethod):
 
     def __init__(self, num_tasks: int, *, calpha: float = 0.5, rescale: int = 1, **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if rescale not in (0, 1, 2):
-            raise ValueError(f"CAGrad rescale must be 0, 1 or 2, got {rescale}")
         self.calpha = calpha
         self.rescale = rescale
 

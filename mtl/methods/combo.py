@@ -31,9 +31,7 @@ def _spec(cfg, role: str) -> tuple[str, dict[str, Any]]:
         return cfg, {}
     if not isinstance(cfg, Mapping) and not hasattr(cfg, "items"):
         raise TypeError(f"combo: `{role}` must be a name or a mapping with `name`, got {cfg!r}")
-    spec = dict(cfg.items())
-    if "name" not in spec:
-        raise ValueError(f"combo: `{role}` needs a `name`, got keys {sorted(spec)}")
+    spec = dict(cfg.items())  # its `name` is there: the declared spec (MethodPart) checked it
     return spec.pop("name"), spec
 
 
@@ -44,17 +42,14 @@ class Combined(Method):
                "loss_transform": Choice("identity", hint="set the loss transform on the parts instead "
                                                          "(method.loss.loss_transform=log)")}
 
-    def __init__(self, num_tasks: int, *, loss=None, grad=None, loss_transform: str = "identity",
+    def __init__(self, num_tasks: int, *, loss="igbv1", grad="ew", loss_transform: str = "identity",
                  rep_grad: bool = False, engine="loop"):
         if loss_transform != "identity":
             raise InvalidCombination("combo: set the loss transform on the parts (method.loss.loss_transform), "
                                      "not on the combination")
         super().__init__(num_tasks, engine=engine)
-        loss_name, loss_kw = _spec(loss if loss is not None else {"name": "igbv1"}, "loss")
-        grad_name, grad_kw = _spec(grad if grad is not None else {"name": "ew"}, "grad")
-        for n in (loss_name, grad_name):
-            if n not in _REGISTRY:
-                raise KeyError(f"combo: unknown method {n!r}; available: {', '.join(sorted(_REGISTRY))}")
+        loss_name, loss_kw = _spec(loss, "loss")
+        grad_name, grad_kw = _spec(grad, "grad")
         if not issubclass(_REGISTRY[loss_name], LossWeighting):
             raise InvalidCombination(f"combo: loss part {loss_name!r} is not a loss-weighting method")
         if loss_name == "combo" or grad_name == "combo":
@@ -65,6 +60,10 @@ class Combined(Method):
             if part.batches_per_step != 1:
                 raise InvalidCombination(f"combo: {part.name!r} consumes {part.batches_per_step} batches per step; "
                                          f"combinations take one")
+        for part in (self.loss_method, self.grad_method):
+            if part.needs:
+                raise InvalidCombination(f"combo: {part.name!r} needs {sorted(part.needs)} (a step context); "
+                                         f"combinations pass only the losses: run it on its own")
         if self.grad_method.wants_post_step_losses:
             raise InvalidCombination(f"combo: gradient part {grad_name!r} needs post-step losses; re-evaluating "
                                      f"the loss part's terms would advance its state twice per step")

@@ -64,12 +64,6 @@ class DBMTL(GradientMethod):
     def __init__(self, num_tasks: int, *, beta: float = 0.9, beta_sigma: float = 0.0, alpha="max",
                  balance_grads: bool = True, loss_transform: str = "log", **kw):
         super().__init__(num_tasks, loss_transform=loss_transform, **kw)
-        if isinstance(alpha, bool) or (isinstance(alpha, str) and alpha not in ALPHA_STRATEGIES):
-            raise ValueError(f"{self.name}: alpha must be one of {ALPHA_STRATEGIES} or a number, got {alpha!r}")
-        if not isinstance(alpha, str) and not float(alpha) > 0:
-            raise ValueError(f"{self.name}: a constant alpha must be > 0, got {alpha!r}")
-        if not 0.0 <= float(beta) < 1.0:
-            raise ValueError(f"{self.name}: beta must be in [0, 1), got {beta}")
         self.alpha = alpha if isinstance(alpha, str) else float(alpha)
         self.beta, self.beta_sigma = float(beta), float(beta_sigma)
         self.balance_grads = bool(balance_grads)

@@ -29,8 +29,6 @@ class FairGrad(GradientMethod):
 
     def __init__(self, num_tasks: int, *, alpha: float = 1.0, max_nfev: int | None = None, **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if alpha <= 0:
-            raise ValueError(f"fairgrad alpha must be positive, got {alpha}")
         self.alpha = alpha
         self.max_nfev = max_nfev  # None: scipy's default budget (as the reference)
 

@@ -110,10 +110,6 @@ class GradVac(GradientMethod):
     def __init__(self, num_tasks: int, *, beta: float = 0.5, group_type: int = 0, ema_update: str = "all",
                  **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if group_type not in (0, 1, 2):
-            raise ValueError(f"GradVac group_type must be 0, 1 or 2, got {group_type}")
-        if ema_update not in EMA_UPDATES:
-            raise ValueError(f"GradVac ema_update {ema_update!r} unknown; choose one of {EMA_UPDATES}")
         self.ema_update = ema_update
         self.beta = beta
         self.group_type = group_type

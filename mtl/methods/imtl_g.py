@@ -53,8 +53,6 @@ class IMTLG(GradientMethod):
 
     def __init__(self, num_tasks: int, *, head_grads: str = "plain", **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if head_grads not in HEAD_GRADS:
-            raise ValueError(f"imtl_g: head_grads {head_grads!r} unknown; choose one of {HEAD_GRADS}")
         self.head_grads = head_grads  # read by GradientMethod._assign_heads (weights: α)
 
     def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:

@@ -45,10 +45,6 @@ class MetaBalance(GradientMethod):
 
     def __init__(self, num_tasks: int, *, beta: float = 0.9, relax_factor: float = 0.7, anchor: str = "max", **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if anchor not in ("max", "first"):
-            raise ValueError(f"MetaBalance anchor must be 'max' or 'first', got {anchor!r}")
-        if not 0.0 <= relax_factor <= 1.0:
-            raise ValueError(f"MetaBalance relax_factor must lie in [0, 1], got {relax_factor}")
         self.beta, self.relax_factor, self.anchor = beta, relax_factor, anchor
         self.norms: torch.Tensor | None = None
 

@@ -148,16 +148,8 @@ class MGDA(GradientMethod):
                  on_solver_error: str = "count", head_grads: str = "plain", solver_dtype: str = "float64",
                  **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if solver_dtype not in SOLVER_DTYPES:
-            raise ValueError(f"{self.name}: solver_dtype {solver_dtype!r} unknown; choose one of {sorted(SOLVER_DTYPES)}")
         self.solver_dtype = solver_dtype
-        if head_grads not in HEAD_GRADS:
-            raise ValueError(f"{self.name}: head_grads {head_grads!r} unknown; choose one of {HEAD_GRADS}")
         self.head_grads = head_grads
-        if mgda_gn not in NORMALISERS:
-            raise ValueError(f"mgda_gn {mgda_gn!r} unknown; choose one of {NORMALISERS}")
-        if on_solver_error not in ("count", "raise"):
-            raise ValueError(f"on_solver_error must be 'count' or 'raise', got {on_solver_error!r}")
         self.mgda_gn = mgda_gn
         self.max_iter = max_iter
         self.on_solver_error = on_solver_error

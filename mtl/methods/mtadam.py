@@ -16,7 +16,7 @@ this follows the paper's Algorithm 1 and the authors' `mtadam.py`, adapted to th
    the denominators over terms, as the authors' code (the paper's Algorithm 1 prints the same).
 5. `.grad` of the shared parameters receives d, so a plain SGD step with lr α reproduces MTAdam
    for the shared parameters; the authors' `lr` and weight decay are the trainer optimizer's.
-   With Adam as trainer optimizer the result is Adam applied to d (flagged in the README).
+   With Adam as trainer optimizer the result is Adam applied to d (flagged in docs/methods.md).
 6. task heads get the plain gradient of their own loss (each head has one term, so MTAdam's
    balancing is the identity there) and are stepped by the trainer's optimizer.
 Not available with rep-grad (the moments live on parameters).
@@ -78,10 +78,6 @@ class MTAdam(GradientMethod):
     def __init__(self, num_tasks: int, *, betas: Sequence[float] = (0.9, 0.999, 0.9), eps: float = 1e-8,
                  ranks: Sequence[float] | None = None, **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if len(betas) != 3:
-            raise ValueError(f"MTAdam needs three betas (β1, β2, β3), got {betas}")
-        if ranks is not None and len(ranks) != num_tasks:
-            raise ValueError(f"MTAdam ranks must have {num_tasks} entries, got {len(ranks)}")
         self.betas = tuple(float(b) for b in betas)
         self.eps = eps
         self.ranks = None if ranks is None else torch.tensor(list(ranks), dtype=torch.float32)

@@ -71,10 +71,6 @@ class NashMTL(GradientMethod):
                  max_norm: float = 1.0, on_solver_error: str = "count", ecos_max_iters: int = 100,
                  **kwargs):
         super().__init__(num_tasks, **kwargs)
-        if on_solver_error not in ON_SOLVER_ERROR:
-            raise ValueError(f"on_solver_error {on_solver_error!r} unknown; choose one of {ON_SOLVER_ERROR}")
-        if update_weights_every < 1 or optim_niter < 1:
-            raise ValueError("update_weights_every and optim_niter must be >= 1")
         cp = _cvxpy()
         if cp.ECOS not in cp.installed_solvers():
             raise SolverError(

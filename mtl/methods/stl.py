@@ -17,8 +17,6 @@ class STL(LossWeighting):
 
     def __init__(self, num_tasks: int, *, task: int = 0, **kw):
         super().__init__(num_tasks, **kw)
-        if not 0 <= int(task) < num_tasks:
-            raise ValueError(f"stl: task index {task} out of range for {num_tasks} tasks")
         self.task = int(task)
 
     def active_tasks(self) -> list[int]:

@@ -48,7 +48,7 @@ from mtl.models.base import HPS
 from mtl import methods
 from mtl.perf import machine  # noqa: F401  (the scripts' machine description)
 from mtl.benchmarks.base import stack_task_losses, task_indices, to_device
-from mtl.methods.base import GradientMethod, loss_flags
+from mtl.methods.base import GradientMethod, StepContext, loss_flags
 from mtl.run.precision import autocast, steps
 from mtl.perf.syncs import SyncCounter
 
@@ -66,6 +66,7 @@ class Workload:
     compute_losses: Callable
     num_tasks: int
     threads: int | None = None
+    sample_losses: Callable | None = None  # per-sample losses [B, T] (methods that need them: NTKMTL-SR)
 
 
 def _hps_losses(loss_fn, num_tasks):
@@ -74,6 +75,14 @@ def _hps_losses(loss_fn, num_tasks):
         idx = task_indices(tasks, num_tasks)
         out, rep = model(x, rep_grad=rep_grad, tasks=[f"t{t}" for t in idx])
         return stack_task_losses({t: loss_fn(out[f"t{t}"], y[:, t]) for t in idx}, num_tasks), rep
+    return compute
+
+
+def _hps_sample_losses(loss_fn, num_tasks):
+    def compute(model, batch, rep_grad=False):
+        x, y = batch
+        out, rep = model(x, rep_grad=rep_grad)
+        return torch.stack([loss_fn(out[f"t{t}"], y[:, t]) for t in range(num_tasks)], dim=1), rep
     return compute
 
 
@@ -90,7 +99,9 @@ def build_workload(name: str, seed: int = 0) -> Workload:
         def make_batch(gen):
             return torch.randn(16, 3, 112, 112, generator=gen), torch.randint(0, 31, (16, 3), generator=gen)
 
-        return Workload(name, make_model, make_batch, _hps_losses(nn.functional.cross_entropy, 3), 3, 2)
+        ce = partial(nn.functional.cross_entropy, reduction="none")
+        return Workload(name, make_model, make_batch, _hps_losses(nn.functional.cross_entropy, 3), 3, 2,
+                        _hps_sample_losses(ce, 3))
     if name == "mlp":
         def make_model():
             torch.manual_seed(seed)
@@ -101,7 +112,8 @@ def build_workload(name: str, seed: int = 0) -> Workload:
             return torch.randn(64, 64, generator=gen), torch.randn(64, 3, generator=gen)
 
         mse = lambda out, y: ((out.squeeze(-1) - y) ** 2).mean()  # noqa: E731
-        return Workload(name, make_model, make_batch, _hps_losses(mse, 3), 3, 2)
+        per_sample = lambda out, y: (out.squeeze(-1) - y) ** 2  # noqa: E731
+        return Workload(name, make_model, make_batch, _hps_losses(mse, 3), 3, 2, _hps_sample_losses(per_sample, 3))
     if name == "nyuv2_hps_96x128":
         import tempfile
 
@@ -140,7 +152,8 @@ def benchmark_workload(bench, name: str | None = None) -> Workload:
             _it[0] = iter(bench.loaders["train"])
             return next(_it[0])
 
-    return Workload(name or bench.name, make_model, make_batch, bench.compute_losses, len(bench.tasks))
+    return Workload(name or bench.name, make_model, make_batch, bench.compute_losses, len(bench.tasks),
+                    sample_losses=bench.sample_losses if bench.has_sample_losses() else None)
 
 
 def method_config(name: str) -> dict:
@@ -176,6 +189,10 @@ class Runner:
             elif variant:
                 raise SystemExit(f"unknown variant {name!r}; only <method>@jacobian")
             extra, k = self.method.trainable_parameters(), max(1, self.method.batches_per_step)
+            if "val_batch" in self.method.needs:
+                k += 1  # the last batch is the validation batch
+            if "sample_losses" in self.method.needs and workload.sample_losses is None:
+                raise SystemExit(f"{name} needs per-sample losses; workload {workload.name} has none")
         groups = [{"params": list(self.model.parameters())}] + ([{"params": extra}] if extra else [])
         self.opt = torch.optim.Adam(groups, lr=1e-4)
         self.steps = steps(precision, self.model.parameters(), self.device)  # fp16: GradScaler, as the trainer
@@ -220,19 +237,43 @@ class Runner:
             self.steps.step(self.opt)
             return
         method = self.method
-        per_batch = [self.losses(b, rep_grad=method.rep_grad) for b in self.batches]
-        if method.batches_per_step > 1:
+        ctx = StepContext() if method.needs else None
+        if ctx is not None and method.needs & {"passes", "val_batch"}:  # as the trainer's _step_context
+            ctx.model, ctx.batch, ctx.optimizer, ctx.loss_fn = self.model, self.batches[0], self.opt, self._loss_fn
+            ctx.val_batch = self.batches[-1] if "val_batch" in method.needs else None
+            method.before_step(ctx)
+        features = "features" in method.needs
+        if ctx is not None and "sample_losses" in method.needs:
+            with autocast(self.precision, self.device):
+                per, rep = self.workload.sample_losses(self.model, self.batches[0], rep_grad=method.rep_grad or features)
+            ctx.sample_losses = per.float()
+            self.steps.attach(ctx.sample_losses)
+            losses = ctx.sample_losses.mean(0)
+        elif method.batches_per_step > 1:
+            per_batch = [self.losses(b, rep_grad=method.rep_grad) for b in self.batches[: method.batches_per_step]]
             losses, rep = torch.stack([l for l, _ in per_batch]), None
         else:
-            losses, rep = per_batch[0]
+            losses, rep = self.losses(self.batches[0], rep_grad=method.rep_grad or features)
+        if ctx is not None:
+            ctx.features = rep if features else None
         nonfinite, negative = loss_flags(method, losses).tolist()  # the trainer's one read per step
         if nonfinite or negative:
             raise RuntimeError(f"{method.name}: invalid losses {losses.tolist()}")
-        self.steps.backward(method, losses, self.model.shared_parameters(), self.model.task_parameters(), rep=rep)
+        self.steps.backward(method, losses, self.model.shared_parameters(), self.model.task_parameters(), rep=rep,
+                            **({} if ctx is None else {"ctx": ctx}))
         if self.steps.step(self.opt) and method.wants_post_step_losses:
             with torch.no_grad():
                 new, _ = self.losses(self.batches[0])
             method.after_step(new)
+
+    def _loss_fn(self, model, batch) -> torch.Tensor:
+        """StepContext.loss_fn: losses of `batch` under `model`, loss-scaled under fp16 (as the trainer)."""
+        with autocast(self.precision, self.device):
+            losses = self.workload.compute_losses(model, batch)[0]
+        losses = losses.float()
+        if model is self.model:  # a method's copy of the model has no unscaling hooks (as the trainer)
+            self.steps.attach(losses)
+        return losses
 
     def step(self) -> float:
         cuda = self.device.type == "cuda"

@@ -2,13 +2,13 @@
 time, and the sweep box plots (DB-MTL Figs. 5-6). Matplotlib with the Agg backend (no display)."""
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from mtl.report.runs import read_metrics
 
 
 def _plt():
@@ -18,34 +18,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _read_metrics(run_dir: str | Path) -> list[dict]:
-    """The epochs of a run's metrics.jsonl up to its first damaged line (named on stderr): a plot
-    from the readable epochs beats no table at all."""
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
-        return []
-    out = []
-    try:
-        lines = p.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        lines = []
-        print(f"[mtl] warning: {p}: unreadable ({type(err).__name__}: {err}); its curves are left out",
-              file=sys.stderr)
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict):
-                raise ValueError(f"a JSON {type(rec).__name__}, not an object")
-        except ValueError as err:
-            print(f"[mtl] warning: {p}:{n}: damaged line ({err}); its curves show only the {len(out)} epochs before it",
-                  file=sys.stderr)
-            break
-        out.append(rec)
-    return out
 
 
 def delta_p_per_task_bars(df: pd.DataFrame, out: Path) -> Path | None:
@@ -85,7 +57,7 @@ def _first_runs(df: pd.DataFrame) -> dict[str, str]:
 
 def training_curves(df: pd.DataFrame, out: Path) -> Path | None:
     """Train loss per task (log scale) and val/test Δp per epoch, one line per method (lowest seed)."""
-    runs = {m: _read_metrics(d) for m, d in _first_runs(df).items()}
+    runs = {m: read_metrics(d) for m, d in _first_runs(df).items()}
     runs = {m: h for m, h in runs.items() if h}
     if not runs:
         return None
@@ -121,7 +93,7 @@ def task_weights(df: pd.DataFrame, out: Path, key: str = "method/weights") -> Pa
     """Epoch-mean task weights of the methods that report them (metrics.jsonl `method/weights`)."""
     runs = {}
     for m, d in _first_runs(df).items():
-        hist = _read_metrics(d)
+        hist = read_metrics(d)
         if hist and key in hist[0]:
             runs[m] = hist
     if not runs:

@@ -8,7 +8,8 @@ through this module. A finished run is <root>/<benchmark>/<method><tag>/seed<s>/
   reported rule), `delta_p/<task>` (per-task Δp), and the run's config.yaml flattened to
   `config.<dotted.key>` columns (e.g. config.method.beta) so runs can be grouped by hyperparameter.
 A damaged summary (not JSON, not an object, a required key missing) is named in one warning line on
-stderr and the run is skipped; the other runs are read.
+stderr and the run is skipped; the other runs are read. `read_metrics` gives a run's epochs
+(metrics.jsonl) up to a damaged line, for curves.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import pandas as pd
 import yaml
 
 from mtl.errors import brief
-from mtl.run.rundir import CONFIG, SUMMARY
+from mtl.run.rundir import CONFIG, METRICS, SUMMARY
 
 # keys every reader needs (tables recompute Δp/Δm from the metrics); callers may require more
 SUMMARY_KEYS = ("seed", "metrics")
@@ -92,6 +93,34 @@ def _type_problem(s: dict[str, Any]) -> str | None:
         if key in s and s[key] is not None and not isinstance(s[key], str):
             return f"{key} is {s[key]!r}, not a string"
     return None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The epochs of a run's metrics.jsonl up to its first damaged line (named on stderr): curves
+    from the readable epochs beat no figure at all (plots, the demo's diagnostics); [] without one."""
+    p = Path(run_dir) / METRICS
+    if not p.exists():
+        return []
+    out = []
+    try:
+        lines = p.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        lines = []
+        print(f"[mtl] warning: {p}: unreadable ({type(err).__name__}: {err}); its curves are left out",
+              file=sys.stderr)
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+        except ValueError as err:
+            print(f"[mtl] warning: {p}:{n}: damaged line ({err}); its curves show only the {len(out)} epochs before it",
+                  file=sys.stderr)
+            break
+        out.append(rec)
+    return out
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,7 +8,14 @@ Rows: the paper's methods in paper order (a method without runs is shown as miss
 our other methods. STL runs (`stl_<i>` folders, one per task) are merged into one STL row.
 Mean rank (MR): per metric, the rank of each method among the MTL rows that have a value (1 = best,
 ties averaged, STL excluded), averaged over metrics; "MR paper" ranks the paper's rows the same way.
-Spread over seeds is the population std (ddof=0), here and in `aggregate`.
+Spread over seeds is the population std (ddof=0), here and in `aggregate` (CSV column `<key>_std`).
+
+Uncertainty (mtl.scoring.stats, docs/statistics.md): every metric mean, Δp and Δm carries its 95 %
+t-interval over seeds (`<key>_lo`, `<key>_hi`; one seed: no interval, marked † in the table); MR its
+percentile interval under a bootstrap over seeds (`mr_lo`, `mr_hi`); `p_first`/`p_top3` are the
+probabilities that a row ranks first / in the top 3 by Δp under a bootstrap over seeds. Beside each
+paper row, `repro` says whether our Δp over seeds is consistent with the paper's Δp ± std over its
+PAPER_SEEDS seeds (stats.REPRO_RULE); the table closes with "reproduced: k of m methods; differs: ...".
 """
 from __future__ import annotations
 
@@ -27,6 +34,13 @@ from mtl.benchmarks.base import Metrics
 from mtl.scoring.delta import delta_m, delta_p, delta_p_per_task
 from mtl.benchmarks.paper import PaperRows, display_name, load_paper
 from mtl.report.runs import benchmarks_with_runs, metric_columns, metrics_of, read_runs
+from mtl.scoring import stats
+
+# The DB-MTL paper's ± is the std of Δp over its runs; 3 seeds (as its tables state for Δp ± std)
+PAPER_SEEDS = 3
+BOOT_MR = 2000  # bootstrap resamples for the MR interval
+BOOT_RANK = 10000  # bootstrap resamples for P(first) / P(top 3)
+ONE_SEED = "†"  # marks a value from one seed (no interval) in the rendered tables
 
 MISSING = "—"
 
@@ -83,6 +97,13 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=0))
 
 
+def _with_interval(row: dict[str, Any], key: str, values: list[float]) -> None:
+    """row[key] = mean, row[key_std] = std (ddof=0), row[key_lo/_hi] = 95 % t-interval over seeds."""
+    row[key], row[f"{key}_std"] = _stats(values)
+    ci = stats.t_interval(values)
+    row[f"{key}_lo"], row[f"{key}_hi"] = ci.low, ci.high
+
+
 def _flat(metrics: Metrics, key: str) -> float:
     task, metric = key.split("/", 1)
     return float(metrics.get(task, {}).get(metric, math.nan))
@@ -128,32 +149,43 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
         names.append("stl")
     extras = [n for n in runs.seeds if n not in names]
     rows = []
+    seed_dp: dict[str, dict[int, float]] = {}
+    seed_dm: dict[str, dict[int, float]] = {}
+    seed_metrics: dict[str, np.ndarray] = {}
+    verdicts: dict[str, stats.Reproduction] = {}
     for name in names + extras:
         row: dict[str, Any] = {"method": display_name(name), "name": name}
         per_seed = runs.seeds.get(name, {})
         row["seeds"] = len(per_seed)
         row["status"] = "ok" if per_seed else "missing"
         for key in info.keys:
-            row[key], row[f"{key}_std"] = _stats([_flat(m, key) for m in per_seed.values()])
+            _with_interval(row, key, [_flat(m, key) for m in per_seed.values()])
         complete = {s: m for s, m in per_seed.items() if _complete(m, info)}
         if per_seed and len(complete) < len(per_seed):
             row["status"] = "partial"
         dps = [delta_p(m, ref, info.tasks) for m in complete.values()]
         dms = [delta_m(m, ref_m, info.tasks) for m in complete.values()]
-        row["delta_p"], row["delta_p_std"] = _stats(dps)
-        row["delta_m"], row["delta_m_std"] = _stats(dms)
+        _with_interval(row, "delta_p", dps)
+        _with_interval(row, "delta_m", dms)
+        seed_dp[name] = dict(zip(complete, dps))
+        seed_dm[name] = dict(zip(complete, dms))
+        seed_metrics[name] = np.array([[_flat(m, k) for k in info.keys] for m in per_seed.values()],
+                                      dtype=float).reshape(-1, len(info.keys))
         for t in info.tasks:
             row[f"delta_p/{t.name}"] = _stats([delta_p_per_task(m, ref, info.tasks)[t.name]
                                               for m in complete.values()])[0]
         if paper_rows and "avg" in paper_rows.table.extra:
-            row["avg"], row["avg_std"] = _stats([float(np.mean([_flat(m, k) for k in info.keys]))
-                                                 for m in complete.values()])
+            _with_interval(row, "avg", [float(np.mean([_flat(m, k) for k in info.keys])) for m in complete.values()])
         if paper_rows:
             prow = paper_rows.rows.get(name, {})
             for key in [*info.keys, "delta_p", *paper_rows.table.extra]:
                 row[f"{key}_paper"] = prow.get(key, math.nan)
                 row[f"{key}_diff"] = row.get(key, math.nan) - row[f"{key}_paper"]
             row["delta_p_paper_pm"] = prow.get("delta_p_pm", math.nan)
+            if name != "stl" and not math.isnan(row["delta_p_paper"]):
+                verdicts[name] = v = stats.reproduction(dps, row["delta_p_paper"], row["delta_p_paper_pm"],
+                                                        PAPER_SEEDS)
+                row["repro"], row["repro_p"], row["repro_rule"] = v.status, v.p, v.rule
         row["runs"] = ";".join(runs.paths.get(name, []))
         rows.append(row)
     empty = ["method", "name", "seeds", "status", *info.keys, "delta_p", "delta_m", "runs"]  # no paper, no runs
@@ -163,6 +195,16 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
     mtl_rows = df["name"] != "stl"
     df["mr"] = math.nan
     df.loc[mtl_rows, "mr"] = mean_ranks(df.loc[mtl_rows, info.keys], info)
+    ranked = [n for n in df.loc[mtl_rows & (df["seeds"] > 0), "name"]]
+    df["mr_lo"] = df["mr_hi"] = df["p_first"] = df["p_top3"] = math.nan
+    if ranked:
+        boot = stats.bootstrap_mean_ranks({n: seed_metrics[n] for n in ranked},
+                                          [info.higher_is_better(k) for k in info.keys], n_boot=BOOT_MR)
+        boot = boot.set_index("method")
+        df["mr_lo"], df["mr_hi"] = df["name"].map(boot["mr_low"]), df["name"].map(boot["mr_high"])
+        probs = stats.bootstrap_ranks({n: seed_dp[n] for n in ranked if seed_dp[n]}, n_boot=BOOT_RANK)
+        df["p_first"] = df["name"].map(dict(zip(probs["method"], probs["p_first"])))
+        df["p_top3"] = df["name"].map(dict(zip(probs["method"], probs["p_top3"])))
     if paper_rows:
         paper_vals = df.loc[mtl_rows, [f"{k}_paper" for k in info.keys]]
         paper_vals.columns = info.keys
@@ -173,7 +215,9 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
                     reference_source=info.reference_source if reference == "config" else f"own STL runs under {root}",
                     title=paper_rows.table.title if paper_rows else benchmark,
                     decimals=dict(paper_rows.decimals) if paper_rows else {},
-                    has_paper=bool(paper_rows), extra=list(paper_rows.table.extra) if paper_rows else [])
+                    has_paper=bool(paper_rows), extra=list(paper_rows.table.extra) if paper_rows else [],
+                    seed_delta_p=seed_dp, seed_delta_m=seed_dm,
+                    reproduction=stats.reproduction_line(verdicts) if verdicts else "")
     return df
 
 
@@ -196,13 +240,21 @@ def _columns(df: pd.DataFrame) -> list[tuple[str, str]]:
     return cols
 
 
+def _isnan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _cell(row: pd.Series, key: str, df: pd.DataFrame, *, latex: bool = False) -> str:
+    """ours 'mean [lo, hi]' (95 % interval over seeds; one seed: 'mean†'), then '(paper; diff)'."""
     dec = df.attrs["decimals"]
     signed = key in ("delta_p", "delta_m")
     ours = _fmt(row.get(key, math.nan), key, dec, signed)
-    std = row.get(f"{key}_std", math.nan)
-    if ours != MISSING and isinstance(std, float) and not math.isnan(std) and row["seeds"] > 1:
-        ours = (f"${ours}_{{\\pm {_fmt(std, key, dec)}}}$" if latex else f"{ours} ± {_fmt(std, key, dec)}")
+    lo, hi = row.get(f"{key}_lo", math.nan), row.get(f"{key}_hi", math.nan)
+    if ours != MISSING and not _isnan(lo) and not _isnan(hi):
+        lo_t, hi_t = _fmt(lo, key, dec, signed), _fmt(hi, key, dec, signed)
+        ours = f"${ours}_{{[{lo_t}, {hi_t}]}}$" if latex else f"{ours} [{lo_t}, {hi_t}]"
+    elif ours != MISSING and row["seeds"] == 1 and (key != "mr" or not _isnan(row.get("mr"))):
+        ours = f"${ours}^{{\\dagger}}$" if latex else f"{ours}{ONE_SEED}"
     elif latex and ours != MISSING:
         ours = f"${ours}$"
     if latex and ours == MISSING:
@@ -219,24 +271,54 @@ def _cell(row: pd.Series, key: str, df: pd.DataFrame, *, latex: bool = False) ->
     return ours
 
 
+def _repro_cell(row: pd.Series) -> str:
+    status = row.get("repro")
+    if _isnan(status) or status == "untested" and row["seeds"] == 0:
+        return MISSING
+    p = row.get("repro_p", math.nan)
+    return f"{status} (p = {p:.2g})" if not _isnan(p) else str(status)
+
+
+def rank_stability_lines(df: pd.DataFrame) -> list[str]:
+    """'P(first)' and 'P(top 3)' by Δp under the bootstrap over seeds, most likely first."""
+    probs = df.dropna(subset=["p_first"]).sort_values(["p_first", "p_top3"], ascending=False)
+    if probs.empty:
+        return []
+    first = ", ".join(f"{r.method} {r.p_first:.2f}" for r in probs.itertuples() if r.p_first >= 0.005)
+    top = ", ".join(f"{r.method} {r.p_top3:.2f}" for r in probs.itertuples() if r.p_top3 >= 0.005)
+    lines = [f"Rank stability (by Δp; each method's seeds resampled, {BOOT_RANK:,} bootstraps): "
+             f"P(first): {first or 'none'}; P(top 3): {top or 'none'}."]
+    if (probs["seeds"] < 2).any():
+        lines.append("Methods with one seed keep their one value in every resample: their probabilities "
+                     "understate the uncertainty.")
+    return lines
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     cols = _columns(df)
+    has_paper = df.attrs["has_paper"]
     lines = [f"### {df.attrs['title']}", ""]
-    if df.attrs["has_paper"]:
-        lines.append("Cells: ours mean ± std over seeds (paper; ours − paper). "
-                     f"{MISSING} = no finished run.")
+    lines.append("Cells: ours mean [95 % t-interval over seeds]" + (" (paper; ours − paper)" if has_paper else "")
+                 + f"; {ONE_SEED} = 1 seed: no interval; {MISSING} = no finished run. MR interval: "
+                 f"bootstrap over seeds ({BOOT_MR:,} resamples).")
     lines.append(f"Δp/Δm against: {df.attrs['reference_source']}. MR = mean rank over metrics "
-                 "among the MTL rows with runs" + (" (paper: among the paper's rows)." if df.attrs["has_paper"] else "."))
+                 "among the MTL rows with runs" + (" (paper: among the paper's rows)." if has_paper else "."))
     lines.append("")
-    header = ["method", "seeds", *[h for _, h in cols]]
+    header = ["method", "seeds", *[h for _, h in cols]] + (["vs paper Δp"] if has_paper else [])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in df.iterrows():
         cells = [row["method"], str(int(row["seeds"])) if row["seeds"] else MISSING,
-                 *[_cell(row, k, df) for k, _ in cols]]
+                 *[_cell(row, k, df) for k, _ in cols]] + ([_repro_cell(row)] if has_paper else [])
         lines.append("| " + " | ".join(cells) + " |")
     missing = df.loc[df["status"] == "missing", "method"].tolist()
     if missing:
         lines += ["", f"No runs yet ({len(missing)}): {', '.join(missing)}."]
+    stab = rank_stability_lines(df)
+    if stab:
+        lines += ["", *stab]
+    if df.attrs.get("reproduction"):
+        lines += ["", f"Reproduction rule (Δp, paper ± over {PAPER_SEEDS} seeds): {stats.REPRO_RULE}", "",
+                  f"**{df.attrs['reproduction']}**"]
     return "\n".join(lines) + "\n"
 
 
@@ -249,7 +331,8 @@ def _tex_escape(s: str) -> str:
 def to_latex(df: pd.DataFrame) -> str:
     cols = _columns(df)
     head = ["Method", "Seeds", *[_tex_escape(h) for _, h in cols]]
-    lines = ["% generated by scripts/tables.py from results/runs; cells: ours (paper; ours - paper)",
+    lines = ["% generated by scripts/tables.py from results/runs; cells: ours mean_[95% t-interval over seeds] "
+             "(paper; ours - paper); dagger: 1 seed, no interval; MR interval: bootstrap over seeds",
              "\\begin{table}[t]", "\\centering", "\\resizebox{\\linewidth}{!}{%",
              "\\begin{tabular}{l" + "c" * (len(head) - 1) + "}", "\\toprule", " & ".join(head) + " \\\\",
              "\\midrule"]
@@ -257,7 +340,11 @@ def to_latex(df: pd.DataFrame) -> str:
         cells = [_tex_escape(row["method"]), str(int(row["seeds"])) if row["seeds"] else "--",
                  *[_cell(row, k, df, latex=True) for k, _ in cols]]
         lines.append(" & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}}", f"\\caption{{{_tex_escape(df.attrs['title'])}}}", "\\end{table}"]
+    caption = _tex_escape(df.attrs["title"]) + (". Subscripts: 95\\% t-interval over seeds; $^\\dagger$: 1 seed, "
+                                                "no interval")
+    if df.attrs.get("reproduction"):
+        caption += ". Reproduced (paper $\\Delta_p$): " + _tex_escape(df.attrs["reproduction"].removeprefix("reproduced: "))
+    lines += ["\\bottomrule", "\\end{tabular}}", f"\\caption{{{caption}}}", "\\end{table}"]
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +364,10 @@ def wandb_rows(df: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
     """(columns, rows) of the W&B table: per method our row (source "ours") and, where the paper has
     one, the paper's row (source "paper") beside it; per-metric values, Δp, Δm and MR."""
     keys, extra = list(df.attrs["keys"]), list(df.attrs["extra"])
-    columns = ["method", "source", "seeds", "status", *keys, *extra, "delta_p", "delta_p_std", "delta_m", "mr"]
+    bounds = [f"{k}_{b}" for k in keys for b in ("lo", "hi")]
+    columns = ["method", "source", "seeds", "status", *keys, *extra, "delta_p", "delta_p_std", "delta_m", "mr",
+               "delta_p_lo", "delta_p_hi", "delta_m_lo", "delta_m_hi", "mr_lo", "mr_hi", *bounds,
+               "interval", "p_first", "p_top3", "repro", "repro_p"]
 
     def cell(row: pd.Series, key: str) -> Any:
         v = row.get(key, math.nan)
@@ -285,12 +375,17 @@ def wandb_rows(df: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
 
     rows = []
     for _, r in df.iterrows():
+        kind = "t95" if r["seeds"] > 1 else (stats.NO_INTERVAL if r["seeds"] == 1 else None)
         rows.append([r["method"], "ours", int(r["seeds"]), r["status"], *[cell(r, k) for k in [*keys, *extra]],
-                     cell(r, "delta_p"), cell(r, "delta_p_std"), cell(r, "delta_m"), cell(r, "mr")])
+                     cell(r, "delta_p"), cell(r, "delta_p_std"), cell(r, "delta_m"), cell(r, "mr"),
+                     *[cell(r, k) for k in ["delta_p_lo", "delta_p_hi", "delta_m_lo", "delta_m_hi", "mr_lo", "mr_hi",
+                                            *bounds]],
+                     kind, cell(r, "p_first"), cell(r, "p_top3"), cell(r, "repro"), cell(r, "repro_p")])
         paper = [cell(r, f"{k}_paper") for k in [*keys, *extra, "delta_p"]]
         if df.attrs["has_paper"] and any(v is not None for v in paper):
             rows.append([r["method"], "paper", None, "paper", *paper,
-                         cell(r, "delta_p_paper_pm"), cell(r, "delta_m_paper"), cell(r, "mr_paper")])
+                         cell(r, "delta_p_paper_pm"), cell(r, "delta_m_paper"), cell(r, "mr_paper"),
+                         *[None] * (6 + len(bounds)), f"± over {PAPER_SEEDS} seeds", None, None, None, None])
     return columns, rows
 
 
@@ -301,18 +396,38 @@ def log_table(df: pd.DataFrame, images: list[Path], logger: dict[str, Any], stem
 
     columns, rows = wandb_rows(df)
     config = {"benchmark": df.attrs["benchmark"], "reference": df.attrs["reference"],
-              "reference_source": df.attrs["reference_source"], "title": df.attrs["title"]}
+              "reference_source": df.attrs["reference_source"], "title": df.attrs["title"],
+              "interval": "95% t-interval over seeds (<key>_lo, <key>_hi); MR: bootstrap over seeds",
+              "reproduction": df.attrs.get("reproduction", ""), "rank_stability": " ".join(rank_stability_lines(df))}
     return log_table_run(logger, f"tables-{stem}", columns, rows,
                          {p.stem.removeprefix(f"{df.attrs['benchmark']}_"): p for p in images}, config)
 
 
+def across_benchmarks(tables: dict[str, pd.DataFrame], out: str | Path | None = None) -> str:
+    """Friedman test and Nemenyi critical difference of the methods' mean ranks by mean Δp over the
+    benchmarks in `tables` (only methods with runs on every one); written to <out>/ranks.md."""
+    scores = pd.DataFrame({b: df.loc[(df["name"] != "stl") & (df["seeds"] > 0)].set_index("name")["delta_p"]
+                           for b, df in tables.items()}).T
+    full = scores.dropna(axis=1)
+    if len(tables) < 2 or full.shape[1] < 3:
+        return (f"ranks across benchmarks: need >= 2 benchmarks and >= 3 methods with runs on all of them "
+                f"(have {len(tables)} benchmark(s), {full.shape[1]} such method(s))")
+    text = stats.friedman_nemenyi(full).text()
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        Path(out, "ranks.md").write_text(f"# Mean ranks by Δp across benchmarks ({', '.join(tables)})\n\n{text}\n")
+    return text
+
+
 def regenerate(benchmark: str, root: str | Path = "results/runs", out: str | Path = "results/tables", *,
                rule: str | None = None, reference: str = "config", include_tags: bool = False,
-               plots: bool = True, quiet: bool = False, logger: dict[str, Any] | None = None) -> list[Path]:
+               plots: bool = True, quiet: bool = False, logger: dict[str, Any] | None = None,
+               table: pd.DataFrame | None = None, stem: str | None = None) -> list[Path]:
     """Build, write and (optionally) plot one benchmark's table; with the wandb `logger` config also
     log the table and plots to a W&B table run. Returns the written paths."""
-    df = build_table(benchmark, root, rule=rule, reference=reference, include_tags=include_tags)
-    stem = benchmark if rule is None else f"{benchmark}_{rule}"
+    df = table if table is not None else build_table(benchmark, root, rule=rule, reference=reference,
+                                                     include_tags=include_tags)
+    stem = stem or (benchmark if rule is None else f"{benchmark}_{rule}")
     paths = write_tables(df, out, stem)
     images: list[Path] = []
     if plots:
@@ -411,9 +526,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         logger = logger_config(overrides)
+        tables = {}
         for b in benches:
-            regenerate(b, args.root, args.out, rule=args.rule, reference=args.reference,
-                       include_tags=args.all_tags, plots=not args.no_plots, logger=logger)
+            tables[b] = build_table(b, args.root, rule=args.rule, reference=args.reference, include_tags=args.all_tags)
+            regenerate(b, args.root, args.out, plots=not args.no_plots, logger=logger, table=tables[b],
+                       stem=None if args.rule is None else f"{b}_{args.rule}")
+        if len(tables) > 1:
+            print(across_benchmarks(tables, args.out))
     except MTLError as err:
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

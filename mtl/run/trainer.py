@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import mtl
 from mtl.run import callbacks, precision
 from mtl import methods
-from mtl.methods.base import check_losses, loss_flags
+from mtl.methods.base import StepContext, check_losses, loss_flags
 from mtl.benchmarks.base import Benchmark, to_device
 from mtl.scoring.delta import delta_m, delta_p, delta_p_per_task
 from mtl.run.device import configure_determinism, describe, resolve_device
@@ -237,6 +237,14 @@ class Trainer:
             raise InvalidCombination(
                 f"method {name} runs with rep_grad=true but the {bench.name} model "
                 f"({type(model).__name__}) has no single shared representation; use rep_grad=false")
+        if "features" in method.needs and not getattr(model, "supports_rep_grad", False):
+            raise InvalidCombination(
+                f"method {name} needs the shared representation but the {bench.name} model "
+                f"({type(model).__name__}) has no single shared representation")
+        if "sample_losses" in method.needs and not bench.has_sample_losses():
+            raise InvalidCombination(
+                f"method {name} needs per-sample losses, which benchmark {bench.name} does not provide "
+                f"(it defines no `sample_losses`)")
         optimizer = self._optimizer(model, method)
         scheduler = instantiate(self.protocol.scheduler, optimizer=optimizer) if self.protocol.scheduler else None
         self.model, self.method, self.optimizer, self.scheduler = model, method, optimizer, scheduler
@@ -364,6 +372,9 @@ class Trainer:
         # methods that consume several batches per step draw the extra ones from other shuffles of
         # the same loader (same length as the main iterator, so they never run out first)
         extra_iters = [bench.train_batches(epoch, seed + 7919 * (j + 1)) for j in range(k - 1)]
+        # a method that needs a validation batch gets one per step from yet another shuffle
+        if "val_batch" in method.needs:
+            extra_iters.append(bench.train_batches(epoch, seed + 104729))
         batches = bench.train_batches(epoch, seed)
         total = bench.steps_per_epoch()
         if cfg.trainer.max_steps_per_epoch is not None:
@@ -388,22 +399,34 @@ class Trainer:
                 self._hook("on_steps_end", epoch)
                 return {"steps": steps, "stats": stats.state_dict()}, steps - start, False
             batch = to_device(batch, self.device)
+            ctx = self._step_context(batch, extra_iters) if method.needs else None
+            if ctx is not None and ctx.loss_fn is not None:
+                method.before_step(ctx)  # bilevel methods: extra passes before this step's forward
             with precision.autocast(self.precision, self.device):  # forward + losses (fp32: no-op)
-                if k == 1:
+                if ctx is not None and "sample_losses" in method.needs:
+                    per, rep = bench.sample_losses(model, batch, rep_grad=method.rep_grad or "features" in method.needs)
+                    ctx.sample_losses = per.float()
+                    losses = ctx.sample_losses.mean(0)
+                elif k == 1:
                     # a method training a subset of the tasks (STL) gets only those heads computed
                     active = method.active_tasks()
-                    losses, rep = bench.compute_losses(model, batch, rep_grad=method.rep_grad,
+                    losses, rep = bench.compute_losses(model, batch, rep_grad=method.rep_grad or "features" in method.needs,
                                                        **({} if active is None else {"tasks": active}))
                 else:
                     rows = [bench.compute_losses(model, batch)[0]]
-                    for it in extra_iters:
+                    for it in extra_iters[: k - 1]:
                         rows.append(bench.compute_losses(model, to_device(next(it), self.device))[0])
                     losses, rep = torch.stack(rows), None
+            if ctx is not None:
+                ctx.features = rep if "features" in method.needs else None
+                if ctx.sample_losses is not None:
+                    self.steps.attach(ctx.sample_losses)  # fp16: their backward is loss-scaled as the losses'
             losses = losses.float()  # methods (log transforms, EMAs, solvers) see fp32 losses
             self._check_losses(losses, epoch, global_step + steps - start)
             self.optimizer.zero_grad(set_to_none=False)
             size = bench.batch_size(batch)
-            info = self.steps.backward(method, losses, shared, task_params, rep=rep, batch_size=size)
+            info = self.steps.backward(method, losses, shared, task_params, rep=rep, batch_size=size,
+                                       **({} if ctx is None else {"ctx": ctx}))
             stepped = self.steps.step(self.optimizer)  # False: fp16 step skipped on inf/NaN gradients
             if method.wants_post_step_losses and stepped:
                 with torch.no_grad():
@@ -421,6 +444,29 @@ class Trainer:
         out["backward_passes"] = method.engine.backward_passes
         out["steps"] = steps
         return out, steps - start, True
+
+    def _step_context(self, batch, extra_iters) -> StepContext:
+        """What the method's `needs` asks for that exists before the forward (the features and
+        per-sample losses are filled in by the forward)."""
+        needs = self.method.needs
+        ctx = StepContext()
+        if needs & {"passes", "val_batch"}:
+            ctx.model, ctx.batch, ctx.optimizer, ctx.loss_fn = self.model, batch, self.optimizer, self._loss_fn
+        if "val_batch" in needs:
+            ctx.val_batch = to_device(next(extra_iters[-1]), self.device)
+        return ctx
+
+    def _loss_fn(self, model, batch) -> torch.Tensor:
+        """Per-task losses [T] of `batch` under `model` (the network or a method's copy of it), with
+        the step's precision. Under fp16 the network's backward is loss-scaled like the step's own
+        (its parameters' hooks unscale the gradients); a copy's parameters carry no such hooks, so
+        the losses of a copy are not scaled."""
+        with precision.autocast(self.precision, self.device):
+            losses = self.bench.compute_losses(model, batch)[0]
+        losses = losses.float()
+        if model is self.model:
+            self.steps.attach(losses)
+        return losses
 
     def _check_losses(self, losses: torch.Tensor, epoch: int, step: int) -> None:
         """Non-finite losses stop the run; a negative loss under a log-taking method is the method's

@@ -88,21 +88,15 @@ def _check_references(cfg: DictConfig) -> None:
                                        f"give the single-task run's non-zero test value (scripts/stl_reference.py)")
 
 
-def num_tasks(cfg: DictConfig) -> int:
-    """T without loading data, from the benchmark registry."""
-    from mtl.benchmarks import from_config
-
-    return len(from_config(cfg.benchmark).tasks)
-
-
 def _check_method(cfg: DictConfig) -> None:
     """Build the method once on the CPU: its constructor checks names, values and combinations."""
     from mtl import methods
+    from mtl.benchmarks import num_tasks
 
     hp: dict[str, Any] = OmegaConf.to_container(cfg.method, resolve=True)
     name = hp.pop("name")
     try:
-        methods.create(name, num_tasks=num_tasks(cfg), engine=cfg.grad_engine, **hp)
+        methods.create(name, num_tasks=num_tasks(cfg.benchmark), engine=cfg.grad_engine, **hp)
     except MTLError:
         raise
     except (TypeError, ValueError, KeyError) as err:
