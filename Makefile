@@ -47,6 +47,21 @@ test-slow: install ## the slow tests only
 test-gpu: ## the GPU smoke tests (~5 min on one H100)
 	$(PY) -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_campaign.py
 
+# GPU proof of issue #22 (<= 8 min on one GPU; refuses without CUDA): profile, step table, QM9 packed
+# throughput + training + kill-and-resume -> results/bench/gpu_proof_<gpu>.{csv,md}. Wheels and full
+# QM9 prepared by scripts/gpu_proof_prepare.sh; `make gpu-proof-dry-run` rehearses it on the CPU.
+MTL_PROOF_OUT ?= results/bench
+.PHONY: gpu-proof gpu-proof-dry-run flops
+gpu-proof: ## the GPU proof of issue #22 (<= 8 min on one GPU; refuses without CUDA)
+	$(PY) -m mtl.perf.proof --qm9-file $${QM9_FILE:-.gpu_proof/qm9.pt} --out-dir $(MTL_PROOF_OUT) $(ARGS)
+
+gpu-proof-dry-run: ## rehearse gpu-proof on the CPU
+	$(PY) -m mtl.perf.proof --dry-run --out-dir /tmp/gpu_proof_dry_run $(ARGS)
+
+# FLOP counts of every workload at its published size (meta device) -> results/bench/flops.csv
+flops: ## FLOP counts of every workload -> results/bench/flops.csv
+	$(PY) -m mtl.perf.flops $(ARGS)
+
 demo: install ## the CPU demo: qm9_small methods, table and curves
 	$(PY) scripts/demo.py $(ARGS)
 
@@ -77,7 +92,7 @@ data-qm9: install ## build the QM9 cache from the qm9pack package
 
 # ---- reproduction workflows (relaunch-safe: finished runs are skipped, interrupted ones resume) --
 # (reproduce-<bench> targets are a pattern rule below: make skips pattern rules for .PHONY names)
-.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy
+.PHONY: tables sweep-beta sweep-alpha compare reproduce-all reproduce-demo bench-step toy front tune
 
 tables: install ## regenerate results/tables/ from the run directories
 	$(PY) scripts/tables.py $(ARGS)
@@ -90,6 +105,20 @@ sweep-alpha: install ## DB-MTL's alpha_k study on BENCH (Fig. 6): CSV + box plot
 
 compare: install ## train METHOD on BENCH x SEEDS and rank it among the baselines
 	$(PY) scripts/compare.py --method $(METHOD) --bench $(BENCH) --seeds $(SEEDS) --launcher $(LAUNCHER) $(ARGS)
+
+# equal tuning budget: Optuna (Hydra sweeper) over the lr + configs/tune/<METHOD>.yaml for TRIALS trials,
+# chosen on val only; then the best on SEEDS (run tag _tuned<TRIALS>); results/tune/<bench>/<method>.yaml
+TRIALS ?= 8
+tune: install ## equal-budget Optuna tuning of METHOD on BENCH (val only), then SEEDS
+	$(PY) scripts/tune.py --method $(METHOD) --bench $(BENCH) --trials $(TRIALS) --seeds $(SEEDS) --launcher $(LAUNCHER) $(ARGS)
+
+# the scalarization front: method=fixed over a grid of weights x SEEDS, every method's runs against it
+# (METHODS=ew,mgda,... trains those too); results/front/<bench>_front.{csv,png}
+# (FRONT_SEEDS: seeds of the fixed-weight runs, default SEEDS)
+METHODS ?=
+FRONT_SEEDS ?= $(SEEDS)
+front: install ## the fixed-weight scalarization front on BENCH, every method against it
+	$(PY) scripts/front.py --bench $(BENCH) --seeds $(SEEDS) --front-seeds $(FRONT_SEEDS) --methods "$(METHODS)" --launcher $(LAUNCHER) $(ARGS)
 
 # reproduce-<bench>: every method of configs/experiment/reproduce_<bench>.yaml x SEEDS, plus STL, then the table
 # (reproduce-nyuv2-segnet -> reproduce_nyuv2_segnet)

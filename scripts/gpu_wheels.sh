@@ -39,6 +39,11 @@ done
 # build its pure-Python wheel locally
 "$PY" -m pip wheel --no-deps -w "$DEST" antlr4-python3-runtime==4.9.3
 
+# NO_RAY=1 (scripts/gpu_proof_prepare.sh: the proof packs runs as processes) stops here, without Ray.
+if [[ -n "${NO_RAY:-}" ]]; then
+    echo "gpu_wheels: $(ls "$DEST" | wc -l) wheels, $(( $(du -sk "$DEST" | cut -f1) / 1024 )) MiB in $DEST (no Ray)"
+    exit 0
+fi
 # launcher=gpus (tests/test_gpu_campaign.py): Ray and its jsonschema dependencies. Ray's wheel is
 # 76 MiB; the launcher needs only its core (raylet, GCS, worker), so the wheel is rewritten without
 # the Java jars, the dashboard's web client and the libraries (RLlib, Serve, Tune, Train, Data).

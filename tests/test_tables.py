@@ -196,3 +196,18 @@ def test_one_seed_is_marked_not_bare(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| EW |"))
     assert "53.93† (53.93; +0.00)" in row and "1 seed: no interval" in md
     assert "$53.93^{\\dagger}$" in to_latex(df)
+
+
+def test_tuned_row_sits_beside_the_default_row_and_says_so(tmp_path):
+    write_paper_runs(tmp_path, "nyuv2", skip=tuple(n for n in METHODS.values() if n not in ("ew", "db_mtl")))
+    s = json.loads((tmp_path / "nyuv2" / "db_mtl" / "seed0" / "summary.json").read_text())
+    for seed in (0, 1):
+        d = tmp_path / "nyuv2" / "db_mtl_tuned8" / f"seed{seed}"
+        d.mkdir(parents=True)
+        d.joinpath("summary.json").write_text(json.dumps({**s, "seed": seed, "tag": "_tuned8"}))
+    df = build_table("nyuv2", tmp_path)
+    names = list(df["name"])
+    assert names[names.index("db_mtl") + 1] == "db_mtl_tuned8"
+    row = df.set_index("name").loc["db_mtl_tuned8"]
+    assert row["method"] == "DB-MTL tuned (8 trials, val)" and row["seeds"] == 2
+    assert "| DB-MTL tuned (8 trials, val) |" in to_markdown(df)

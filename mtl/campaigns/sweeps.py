@@ -31,7 +31,7 @@ from mtl.config.compose import compose
 from mtl.campaigns.workflows import one_line_errors, Group, execute, load_experiment, report_failures, sweep_params
 
 PLACEHOLDER_INV_T = "inv_T"
-TITLES = {"beta": "DB-MTL β (β/√k: _sqrtk)", "alpha": "DB-MTL α_k"}
+TITLES = {"beta": "DB-MTL β", "alpha": "DB-MTL α_k"}
 
 
 def point_overrides(exp, benchmark: str, overrides: list[str]) -> list[str]:
@@ -99,7 +99,7 @@ def sweep(study: str, benchmark: str, *, seeds: list[int] | None = None, points:
     csv = outdir / f"{benchmark}_{study}.csv"
     df.to_csv(csv, index=False)
     png = sweep_boxplot(df, outdir / f"{benchmark}_{study}.png", order=points,
-                        title=f"{benchmark}: {TITLES[study]} ({len(seeds)} seed(s))")
+                        title=f"{benchmark}: {TITLES[study]}")
     summ = summary(df, points, default=str(exp.get("sweep_point", "")))
     md = outdir / f"{benchmark}_{study}_summary.md"
     md.write_text(f"# {benchmark}: {TITLES[study]}, Δp over seeds\n\n{summary_markdown(summ)}\n")

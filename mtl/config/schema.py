@@ -80,6 +80,7 @@ class Trainer:
     log_every_steps: Any = MISSING
     checkpoint_every: Any = MISSING
     deterministic: bool = MISSING
+    speed: Any = MISSING                          # exact | fast (mtl/run/device.py speed_settings)
     callbacks: Any = MISSING                     # list of {_target_: ..., ...} (mtl/run/callbacks.py)
     precision: Any = MISSING
     channels_last: bool = MISSING

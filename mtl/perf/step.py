@@ -21,8 +21,11 @@ heads' share of the step at CPU size) and `mlp` (cheap smoke run).
 then EMA, norms and combination on it: the implementation before the streamed loop), for comparison.
 `--device cuda` times on a GPU (synchronised), `--precision bf16|fp16` runs the forward pass under
 autocast. Writes results/bench/step_<workload>.csv (method, median_ms, ratio_to_bare_loop,
-ratio_to_ew, backward_passes_per_step, host_syncs_per_step, engine, precision, device, peak_mib,
-workload, machine, date); backward passes are counted at the encoder output (how many times a
+ratio_to_ew, backward_passes_per_step, host_syncs_per_step, gflop_per_step, achieved_tflops,
+peak_tflops, peak_fraction, peak_source, engine, precision, channels_last, compile, device, peak_mib,
+workload, machine, date); FLOPs are counted over one extra step with FlopCounterMode (matrix work
+only, see mtl/perf/flops.py); the peak is the chip's data-sheet dense peak for the precision (fp32
+convolutions on CUDA: TF32) or, on the CPU, a measured 1024^3 matmul (`--peak` overrides); backward passes are counted at the encoder output (how many times a
 gradient flows back through the shared encoder per step).
 """
 from __future__ import annotations
@@ -169,11 +172,14 @@ class Runner:
     """One method (or the bare loop) with its own model copy, optimizer and batches."""
 
     def __init__(self, name: str, workload: Workload, engine: str = "loop", device: str = "cpu",
-                 precision: str = "fp32", overrides: dict | None = None):
+                 precision: str = "fp32", overrides: dict | None = None, channels_last: bool = False,
+                 compile: str | None = None):
         self.name, self.workload = name, workload
         self.device = torch.device(device)
         self.precision = precision
         self.model = workload.make_model().to(self.device)
+        if channels_last:  # as trainer.channels_last: the conv nets' weights in NHWC
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
         T = workload.num_tasks
         if name == BARE:
@@ -203,6 +209,13 @@ class Runner:
         encoder = getattr(self.model, "encoder", None)
         if encoder is not None:
             encoder.register_forward_hook(self._hook_output)
+        if compile:  # the forward pass through torch.compile (backend: inductor, aot_eager, ...)
+            # T backward passes need retain_graph, which AOTAutograd's donated buffers forbid
+            # ("compiled with non-empty donated buffers which requires ... retain_graph=False")
+            import torch._functorch.config as functorch_config
+
+            functorch_config.donated_buffer = False
+            self.model.forward = torch.compile(self.model.forward, backend=compile)
         if self.method is not None:
             self.method.on_epoch_start(0)
 
@@ -317,6 +330,14 @@ class Runner:
                     add(v)
         return total
 
+    def count_flops(self) -> int:
+        """FLOPs of one step (matrix work counted by FlopCounterMode; see mtl.perf.flops)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            self._step()
+        return int(counter.get_total_flops())
+
     def count_syncs(self) -> SyncCounter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -326,13 +347,19 @@ class Runner:
 
 
 def run(workload: Workload, names: list[str], reps: int = 10, warmup: int = 2, engine: str = "loop",
-        device: str = "cpu", precision: str = "fp32", log=print) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Interleaved timing of `names` (bare_loop and ew are added first); returns (rows, skipped)."""
+        device: str = "cpu", precision: str = "fp32", log=print, peak: float | None = None,
+        channels_last: bool = False, compile: str | None = None, flops: bool = True,
+        ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Interleaved timing of `names` (bare_loop and ew are added first); returns (rows, skipped).
+    Each row also has the step's counted FLOPs (one more step under FlopCounterMode), the achieved
+    TFLOP/s at the median time and its fraction of `peak` TFLOP/s (None: the chip's data-sheet
+    peak for this precision, or a measured matmul where none applies: `mtl.perf.flops.peak_tflops`)."""
     names = [BARE, "ew", *[n for n in names if n not in (BARE, "ew")]]
     runners, skipped = [], {}
     for name in names:
         try:
-            runners.append(Runner(name, workload, engine, device, precision))
+            runners.append(Runner(name, workload, engine, device, precision, channels_last=channels_last,
+                                  compile=compile))
         except Exception as err:  # report and go on: one broken method must not hide the others
             skipped[name] = f"{type(err).__name__}: {err}"
     times: dict[str, list[float]] = {r.name: [] for r in runners}
@@ -362,6 +389,13 @@ def run(workload: Workload, names: list[str], reps: int = 10, warmup: int = 2, e
             raise SystemExit(f"{ref} failed: {skipped.get(ref)}")
     passes = {r.name: (r.passes - passes0[r.name]) / reps for r in runners}
     syncs = {r.name: r.count_syncs().count for r in runners}
+    counted = {r.name: r.count_flops() for r in runners} if flops else {}
+    if flops and peak is None:
+        from mtl.perf.flops import peak_tflops
+
+        peak, peak_source = peak_tflops(device, precision)
+    else:
+        peak_source = "given" if peak is not None else None
     now = dt.datetime.now().isoformat(timespec="seconds")
 
     def paired(name, ref):  # median over repetitions of the ratio of steps taken seconds apart
@@ -372,10 +406,22 @@ def run(workload: Workload, names: list[str], reps: int = 10, warmup: int = 2, e
         ms = statistics.median(times[r.name]) * 1e3
         rows.append({"method": r.name, "median_ms": round(ms, 2), "ratio_to_bare_loop": round(paired(r.name, BARE), 3),
                      "ratio_to_ew": round(paired(r.name, "ew"), 3), "backward_passes_per_step": passes[r.name],
-                     "host_syncs_per_step": syncs[r.name], "engine": r.engine, "precision": precision,
+                     "host_syncs_per_step": syncs[r.name], **_flop_columns(counted.get(r.name), ms, peak, peak_source),
+                     "engine": r.engine, "precision": precision, "channels_last": channels_last,
+                     "compile": compile or "-",
                      "device": str(device), "peak_mib": round(r.peak_bytes / 2**20, 1) if r.peak_bytes else None,
                      "workload": workload.name, "machine": machine(workload.threads, device), "date": now})
     return pd.DataFrame(rows), skipped
+
+
+def _flop_columns(flop: int | None, ms: float, peak: float | None, source: str | None) -> dict:
+    if flop is None:
+        return {}
+    achieved = flop / (ms / 1e3) / 1e12
+    sig = lambda x: float(f"{x:.4g}")  # noqa: E731  (4 significant digits: CPU and GPU scales alike)
+    return {"gflop_per_step": sig(flop / 1e9), "achieved_tflops": sig(achieved),
+            "peak_tflops": sig(peak) if peak else None,
+            "peak_fraction": sig(achieved / peak) if peak else None, "peak_source": source}
 
 
 def main(argv=None):
@@ -387,6 +433,10 @@ def main(argv=None):
     ap.add_argument("--engine", default="loop", help="gradient engine mode: loop | batched | auto")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 (autocast of the forward pass)")
+    ap.add_argument("--peak", type=float, default=None,
+                    help="peak TFLOP/s for the fraction column (default: data sheet, or a measured matmul)")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC model (as trainer.channels_last)")
+    ap.add_argument("--compile", default=None, help="torch.compile the forward with this backend (inductor, ...)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
@@ -395,12 +445,13 @@ def main(argv=None):
         torch.set_num_threads(workload.threads)
     names = args.methods or methods.available()
     df, skipped = run(workload, names, args.reps, args.warmup, args.engine, args.device, args.precision,
-                      log=lambda s: print(s, file=sys.stderr, flush=True))
+                      log=lambda s: print(s, file=sys.stderr, flush=True), peak=args.peak,
+                      channels_last=args.channels_last, compile=args.compile)
     out = Path(args.out) if args.out else ROOT / "results" / "bench" / f"step_{args.workload}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     cols = ["method", "median_ms", "ratio_to_bare_loop", "ratio_to_ew", "backward_passes_per_step",
-            "host_syncs_per_step"]
+            "host_syncs_per_step", "gflop_per_step", "achieved_tflops", "peak_fraction"]
     print(df[cols].to_string(index=False))
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")

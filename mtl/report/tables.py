@@ -55,6 +55,16 @@ class RunSet:
 
 
 _STL_DIR = re.compile(r"^stl_(\d+)$")
+_TUNED_TAG = re.compile(r"^_tuned(\d+)$")  # `make tune`: the best of k trials (chosen on val), on seeds
+
+
+_TUNED_DIR = re.compile(r"^(.+)_tuned(\d+)$")
+
+
+def tuned_label(name: str) -> str | None:
+    """'<method> tuned (k trials, val)' for a folder of `make tune`'s tuned runs, else None."""
+    m = _TUNED_DIR.match(name)
+    return f"{display_name(m.group(1))} tuned ({m.group(2)} trials, val)" if m else None
 
 
 def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: str | None = None,
@@ -63,7 +73,8 @@ def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: st
 
     Untagged methods are rows named by the method; `stl_<i>` folders (task i = tasks[i]) merge into
     row "stl" (task i's metrics from run stl_<i>, per seed); other tagged folders (sweeps) are rows
-    only with `include_tags` or when named in `only`."""
+    only with `include_tags` or when named in `only`; `make tune`'s `<method>_tuned<k>` folders are
+    rows always (labelled "<method> tuned (k trials, val)" beside the default row)."""
     out = RunSet()
     stl_parts: dict[int, dict[str, dict[str, float]]] = {}
     df = read_runs(root, benchmark, rule=rule, config=False)  # damaged summaries: named on stderr, skipped
@@ -77,7 +88,7 @@ def collect_runs(root: str | Path, benchmark: str, tasks: list[str], *, rule: st
             stl_parts.setdefault(seed, {})[task] = metrics.get(task, {})
             out.paths.setdefault("stl", []).append(r["path"])
             continue
-        tagged = folder != r["trained"]
+        tagged = folder != r["trained"] and not _TUNED_TAG.match(folder[len(r["trained"]):])
         if only is not None and folder not in only:
             continue
         if tagged and not include_tags and only is None:
@@ -151,10 +162,11 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
     rows = []
     seed_dp: dict[str, dict[int, float]] = {}
     seed_dm: dict[str, dict[int, float]] = {}
+    seed_dpt: dict[str, dict[int, dict[str, float]]] = {}  # per-task Δp per seed (the figures' intervals)
     seed_metrics: dict[str, np.ndarray] = {}
     verdicts: dict[str, stats.Reproduction] = {}
     for name in names + extras:
-        row: dict[str, Any] = {"method": display_name(name), "name": name}
+        row: dict[str, Any] = {"method": tuned_label(name) or display_name(name), "name": name}
         per_seed = runs.seeds.get(name, {})
         row["seeds"] = len(per_seed)
         row["status"] = "ok" if per_seed else "missing"
@@ -171,9 +183,9 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
         seed_dm[name] = dict(zip(complete, dms))
         seed_metrics[name] = np.array([[_flat(m, k) for k in info.keys] for m in per_seed.values()],
                                       dtype=float).reshape(-1, len(info.keys))
+        seed_dpt[name] = {s: delta_p_per_task(m, ref, info.tasks) for s, m in complete.items()}
         for t in info.tasks:
-            row[f"delta_p/{t.name}"] = _stats([delta_p_per_task(m, ref, info.tasks)[t.name]
-                                              for m in complete.values()])[0]
+            row[f"delta_p/{t.name}"] = _stats([v[t.name] for v in seed_dpt[name].values()])[0]
         if paper_rows and "avg" in paper_rows.table.extra:
             _with_interval(row, "avg", [float(np.mean([_flat(m, k) for k in info.keys])) for m in complete.values()])
         if paper_rows:
@@ -192,6 +204,7 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
     df = pd.DataFrame(rows, columns=None if rows else empty)
     is_extra = df["name"].isin(extras)  # our methods outside the paper table: best Δp first
     df = pd.concat([df[~is_extra], df[is_extra].sort_values("delta_p", ascending=False)], ignore_index=True)
+    df = _tuned_beside_default(df)
     mtl_rows = df["name"] != "stl"
     df["mr"] = math.nan
     df.loc[mtl_rows, "mr"] = mean_ranks(df.loc[mtl_rows, info.keys], info)
@@ -216,9 +229,23 @@ def build_table(benchmark: str, root: str | Path = "results/runs", *, rule: str 
                     title=paper_rows.table.title if paper_rows else benchmark,
                     decimals=dict(paper_rows.decimals) if paper_rows else {},
                     has_paper=bool(paper_rows), extra=list(paper_rows.table.extra) if paper_rows else [],
-                    seed_delta_p=seed_dp, seed_delta_m=seed_dm,
+                    seed_delta_p=seed_dp, seed_delta_m=seed_dm, seed_delta_p_per_task=seed_dpt,
                     reproduction=stats.reproduction_line(verdicts) if verdicts else "")
     return df
+
+
+def _tuned_beside_default(df: pd.DataFrame) -> pd.DataFrame:
+    """Move each `<method>_tuned<k>` row right after its `<method>` row (where that row exists)."""
+    names = list(df["name"])
+    tuned = {n: m.group(1) for n in names if (m := _TUNED_DIR.match(n))}
+    order = []
+    for n in names:
+        if n in tuned:
+            continue
+        order.append(n)
+        order.extend(sorted(t for t, b in tuned.items() if b == n))
+    order.extend(t for t in tuned if t not in order)
+    return df.set_index("name", drop=False).loc[order].reset_index(drop=True)
 
 
 # --- rendering ---------------------------------------------------------------------------------

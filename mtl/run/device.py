@@ -96,3 +96,29 @@ def configure_determinism(deterministic: bool) -> None:
 
     torch.backends.cudnn.deterministic = bool(deterministic)
     torch.backends.cudnn.benchmark = not deterministic
+
+
+SPEEDS = ("exact", "fast")
+
+
+def speed_settings(speed: str, deterministic: bool, channels_last: bool) -> dict[str, Any]:
+    """What `trainer.speed` resolves to on a GPU (recorded in config.yaml's `runtime`).
+
+    exact (default): the keys as given (`trainer.deterministic`, default true: deterministic cuDNN,
+    no autotuning, fp32 matmuls in full fp32; cuDNN's fp32 convolutions use TF32, PyTorch's default),
+    so a resumed CUDA run repeats the uninterrupted one. fast: the fastest setting that changes no
+    result beyond float rounding: cuDNN autotuning with non-deterministic kernels
+    (deterministic=false), NHWC conv nets (channels_last), TF32 matmuls as the convolutions already
+    use (float32_matmul_precision='high'). Precision (trainer.precision) is not changed by either.
+    Which is faster, and by how much, is what `make gpu-proof` measures (docs/speed.md)."""
+    if speed not in SPEEDS:
+        raise InvalidValue(f"trainer.speed={speed!r}; choose one of {SPEEDS} (exact: repeatable, fast: autotuned)")
+    if speed == "fast":
+        return {"speed": "fast", "deterministic": False, "channels_last": True, "matmul_precision": "high"}
+    return {"speed": "exact", "deterministic": bool(deterministic), "channels_last": bool(channels_last),
+            "matmul_precision": "highest"}
+
+
+def apply_speed(settings: dict[str, Any]) -> None:
+    configure_determinism(settings["deterministic"])
+    torch.set_float32_matmul_precision(settings["matmul_precision"])

@@ -56,6 +56,9 @@ class Unscaled:
         pass
 
 
+SEARCH_BACKOFF = 2.0 ** -4  # the trainer's backoff while no fp16 step has succeeded yet
+
+
 class LossScaling(Unscaled):
     """fp16 loss scaling with `torch.amp.GradScaler`, transparent to every balancing method.
 
@@ -82,7 +85,8 @@ class LossScaling(Unscaled):
     loss sums and leaves the rest untouched, and `.grad` is filled with NaN so that GradScaler's own
     check skips the step. Then, for every method, `.grad` is multiplied back by S and GradScaler does
     the rest as in any AMP loop: `scaler.step` unscales and checks all gradients (its own host sync)
-    and skips the optimizer step if one is inf/NaN; `scaler.update` backs the scale off (x0.5) then,
+    and skips the optimizer step if one is inf/NaN; `scaler.update` backs the scale off (x0.5; x1/16 in
+    the trainer while no step has succeeded yet, see `search_backoff`) then,
     or grows it (x2) after `growth_interval` clean steps. Powers of two make the multiply-back and
     GradScaler's unscale exact. State a method derives from the loss values alone, before any
     gradient exists (DWA/RLW/IGB weights, STCH, a combination's loss part), is updated on a skipped
@@ -90,8 +94,17 @@ class LossScaling(Unscaled):
     non-finite loss, which no loss scale can cause or cure).
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], device: str | torch.device, **scaler_kw):
-        self.scaler = torch.amp.GradScaler(torch.device(device).type, **scaler_kw)
+    def __init__(self, params: Iterable[torch.Tensor], device: str | torch.device,
+                 search_backoff: float | None = None, **scaler_kw):
+        # `search_backoff`: until the first step succeeds, an overflow divides the (guessed) initial
+        # scale by 1/search_backoff instead of 2, so a method whose weights make gradients large
+        # (GO4Align's weights reach ~500 on synthetic) finds a working scale in a few skipped steps
+        # rather than a dozen; after it, GradScaler's own x0.5 backoff. The phase is GradScaler's
+        # `backoff_factor`, so it is part of the checkpointed scaler state.
+        self._search_backoff = search_backoff
+        self._backoff = scaler_kw.pop("backoff_factor", 0.5)
+        self.scaler = torch.amp.GradScaler(torch.device(device).type, backoff_factor=search_backoff or self._backoff,
+                                           **scaler_kw)
         self.device = torch.device(device)
         self._scale: torch.Tensor | None = None
         self._skipped = False
@@ -145,7 +158,14 @@ class LossScaling(Unscaled):
         self.scaler.update()
         if self._skipped:
             return False
-        return Stepped(before, self.scale())
+        stepped = Stepped(before, self.scale())
+        if self._searching and stepped:  # one host read per step, only until the first step succeeds
+            self.scaler._backoff_factor = self._backoff
+        return stepped
+
+    @property
+    def _searching(self) -> bool:
+        return self._search_backoff is not None and self.scaler.get_backoff_factor() == self._search_backoff
 
     def state_dict(self) -> dict[str, Any]:
         return self.scaler.state_dict()
@@ -168,4 +188,4 @@ class Stepped:
 
 def steps(precision: str, params: Iterable[torch.Tensor], device: str | torch.device) -> Unscaled:
     """What the trainer's step goes through: loss scaling for fp16, the plain step otherwise."""
-    return LossScaling(params, device) if check(precision) == "fp16" else Unscaled()
+    return LossScaling(params, device, search_backoff=SEARCH_BACKOFF) if check(precision) == "fp16" else Unscaled()

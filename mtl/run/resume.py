@@ -25,6 +25,8 @@ MAY_GROW = ("trainer.epochs", "benchmark.protocol.epochs")
 # `reference`/`reference_m`, which are stored resolved and compared (`reference_igb.`: their name in
 # configs stored before `references` existed)
 UNREAD = ("benchmark.protocol.references.", "benchmark.protocol.reference_igb.")
+# keys added later, with the value that means what their absence meant in older run directories
+ADDED = {"trainer.speed": "exact"}
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -63,6 +65,8 @@ def changed_keys(stored_yaml: str, current: dict[str, Any]) -> list[tuple[str, A
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, missing), new.get(key, missing)
         # an optional key the schema (mtl/config/schema.py) fills with null means the same as no key
+        if a is missing and key in ADDED and b == ADDED[key]:
+            continue
         if a == b or (a is missing and b is None) or (a is None and b is missing) or _allowed(key, a, b):
             continue
         out.append((key, "<absent>" if a is missing else a, "<absent>" if b is missing else b))

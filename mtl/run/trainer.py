@@ -29,7 +29,7 @@ from mtl import methods
 from mtl.methods.base import StepContext, check_losses, loss_flags
 from mtl.benchmarks.base import Benchmark, to_device
 from mtl.scoring.delta import delta_m, delta_p, delta_p_per_task
-from mtl.run.device import configure_determinism, describe, resolve_device
+from mtl.run.device import apply_speed, describe, resolve_device, speed_settings
 from mtl.errors import ConfigChanged, DamagedFile, InvalidCombination, MTLError, NonFiniteLoss, Preempted
 from mtl.run.preemption import PreemptionGuard, set_phase
 from mtl.run.resume import changed_keys, describe as describe_changes
@@ -218,15 +218,19 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         seed_everything(int(cfg.seed))
-        configure_determinism(bool(cfg.trainer.deterministic))
-        self.runtime = describe(self.device)
+        speed = speed_settings(str(cfg.trainer.get("speed", "exact")), bool(cfg.trainer.deterministic),
+                               bool(cfg.trainer.get("channels_last", False)))
+        apply_speed(speed)
+        self.runtime = {**describe(self.device), "speed": speed["speed"],
+                        "cudnn_deterministic": speed["deterministic"], "channels_last": speed["channels_last"],
+                        "matmul_precision": speed["matmul_precision"]}
         print(f"[mtl] {cfg.benchmark.name} / {cfg.method.name} / seed {cfg.seed} on {self.runtime['device']}"
               + (f" ({self.runtime['gpu_name']})" if "gpu_name" in self.runtime else ""), flush=True)
 
         self.bench = bench = build_benchmark(cfg)
         model = bench.model.to(self.device)
         self.precision = precision.check(str(cfg.trainer.get("precision", "fp32")))
-        if cfg.trainer.get("channels_last", False):  # NHWC kernels for the conv nets (no-op elsewhere)
+        if speed["channels_last"]:  # NHWC kernels for the conv nets (no-op elsewhere)
             model = model.to(memory_format=torch.channels_last)
         method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
         name = method_cfg.pop("name")
