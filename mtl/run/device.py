@@ -120,5 +120,7 @@ def speed_settings(speed: str, deterministic: bool, channels_last: bool) -> dict
 
 
 def apply_speed(settings: dict[str, Any]) -> None:
+    import torch
+
     configure_determinism(settings["deterministic"])
     torch.set_float32_matmul_precision(settings["matmul_precision"])
