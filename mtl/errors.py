@@ -133,4 +133,5 @@ class LoggerError(MTLError):
 
 
 class OutOfMemory(MTLError):
-    """An allocation failed (host RAM or GPU memory) while reading an intact file or training."""
+    """An allocation failed (host RAM or GPU memory) while reading an intact file or training; the
+    message names smaller settings."""

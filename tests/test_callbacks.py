@@ -55,8 +55,8 @@ def test_resumed_run_starts_at_the_epoch_after_the_checkpoint(tmp_path):
 def test_preempted_mid_epoch_then_resumed_within_the_epoch(train, run_root, tmp_path):
     cut, resumed = tmp_path / "cut.jsonl", tmp_path / "resumed.jsonl"
     common = [*SHORT, "trainer.epochs=2"]
-    # the signal after the run's 6th step: epoch 1, step 2 of 4 (in-process: the guard catches it)
-    with pytest.raises(Preempted, match="epoch 1 step 2"):
+    # the signal after the run's 6th step: the 2nd epoch (1-based in messages), step 2 of 4
+    with pytest.raises(Preempted, match="epoch 2 step 2"):
         train([*common, callbacks(f"mtl.run.testing.Recorder,path:'{cut}'", "mtl.run.testing.SignalAfterSteps,steps:6")])
     assert hooks(cut)[-4:] == [
         {"hook": "on_step_end", "step": 6}, {"hook": "on_steps_end", "epoch": 1},
@@ -75,7 +75,7 @@ def test_preempted_mid_epoch_then_resumed_within_the_epoch(train, run_root, tmp_
 def test_signal_after_an_epoch_whose_checkpoint_was_not_due_still_checkpoints(train, run_root):
     # the signal after the last step of epoch 0: the epoch ends (evaluation included), then the
     # run stops; checkpoint_every=5 would not have saved epoch 0
-    with pytest.raises(Preempted, match="the end of epoch 0"):
+    with pytest.raises(Preempted, match="the end of epoch 1"):
         train([*SHORT, "trainer.epochs=3", "trainer.checkpoint_every=5", signal_after_steps(STEPS)])
     ckpt = torch.load(run_dir(run_root) / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["partial"] is None and len(ckpt["history"]) == 1

@@ -82,7 +82,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_equals_uninterrupted
     # 4 steps per epoch: the signal arrives after step 6, i.e. in the middle of epoch 1
     r = cli(*common, f"run.root={tmp_path / 'cut'}", signal_after_steps(6))
     assert r.returncode == EXIT_PREEMPTED, r.stderr[-2000:]
-    assert "SIGUSR1" in r.stdout and "epoch 1 step 2" in r.stdout
+    assert "SIGUSR1" in r.stdout and "epoch 2 step 2" in r.stderr
     cut = run_dir(tmp_path / "cut", "db_mtl", 3)
     ckpt = torch.load(cut / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["partial"]["steps"] == 2 and not (cut / "summary.json").exists()
@@ -96,7 +96,7 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resume_equals_uninterrupted
 def test_preemption_without_checkpoints_saves_nothing_and_says_so(tmp_path):
     r = cli(*SHORT, "trainer.epochs=3", f"run.root={tmp_path}", "run.checkpoint=false",
             signal_after_steps(6))
-    assert r.returncode == EXIT_PREEMPTED and "nothing saved" in r.stdout, r.stderr[-2000:]
+    assert r.returncode == EXIT_PREEMPTED and "nothing saved" in r.stderr, r.stderr[-2000:]
     assert not (run_dir(tmp_path) / "checkpoint.pt").exists()
 
 
@@ -113,7 +113,7 @@ def test_sigterm_from_outside_saves_a_checkpoint(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_PREEMPTED, err[-2000:]
-    assert "SIGTERM" in out and (path / "checkpoint.pt").exists() and not (path / "summary.json").exists()
+    assert "SIGTERM" in out and "checkpoint saved" in err and (path / "checkpoint.pt").exists() and not (path / "summary.json").exists()
 
 
 def test_checkpoint_every_and_keep_checkpoint(train, tmp_path):
@@ -193,7 +193,7 @@ def test_two_identical_jobs_at_once_train_exactly_once(tmp_path):
     codes = sorted(rc for rc, _, _ in results)
     # one trains; the other either found it running (exit 2, RunLocked) or already finished (skip)
     assert codes in ([0, 0], [0, EXIT_USER_ERROR]), results
-    assert sum("resuming" in out or "epoch 3" in out for _, out, _ in results) == 1
+    assert sum("resuming" in out or "epoch 4" in out for _, out, _ in results) == 1
     assert len(RunDir(run_dir(tmp_path)).read_metrics()) == 4
 
 

@@ -30,7 +30,7 @@ import torch
 from mtl import methods
 from mtl.errors import (DatasetDamaged, InvalidCombination, InvalidLoss, InvalidValue, MissingEpochStatistics,
                         SolverError, UnknownName)
-from mtl.run.testing import kill_after_epoch, poison_after_steps
+from mtl.run.testing import callbacks, kill_after_epoch, poison_after_steps
 
 REPO = Path(__file__).resolve().parents[1]
 LEAD_CLI = "needs CLI handler (lead): exit code 2 and a plain 'error: ...' line"
@@ -199,6 +199,11 @@ def test_tables_skip_a_corrupt_summary_and_go_on(tmp_path, finished_run):
     assert digest(tmp_path / "runs") == before
 
 
+def workflow_root(tmp: Path) -> dict[str, Any]:
+    """Workflow runs and outputs go to `tmp` (nothing may be written there: the case must fail first)."""
+    return {"args": ["logger=none", f"run.root={tmp / 'wf_runs'}"], "nothing_in": tmp / "wf_runs"}
+
+
 SCRIPT_CASES = [
     Case("compare-unknown-method", ["scripts/compare.py", "--method", "nosuch", "--bench", "synthetic"],
          message="--method 'nosuch': there is no configs/method/nosuch.yaml; choose one of aligned_mtl"),
@@ -206,6 +211,18 @@ SCRIPT_CASES = [
          message="--bench 'nosuch': there is no configs/benchmark/nosuch.yaml; choose one of cityscapes"),
     Case("download-offline", ["scripts/download_data.py", "nyuv2"], rc=1, setup=offline_env,
          message="every download source failed"),
+    # workflows check every job once before the first starts (issue #20 §4)
+    Case("sweep-gpu-benchmark-on-cpu", ["scripts/sweep.py", "beta", "--bench", "nyuv2", "--seeds", "0,1,2",
+                                        "--out", "/nonexistent-sweeps-out"], setup=workflow_root,
+         message="error: NoGPU: device=auto found no GPU"),
+    Case("compare-invalid-value", ["scripts/compare.py", "--method", "db_mtl", "--bench", "synthetic",
+                                   "method.beta=2"], setup=workflow_root,
+         message="error: InvalidValue: method.beta: db_mtl needs a number in [0, 1), got 2"),
+    Case("reproduce-unknown-method", ["scripts/reproduce.py", "demo", "--methods", "ew,nosuch"], setup=workflow_root,
+         message="error: UnknownName: method=nosuch: no such method"),
+    Case("compare-slurm-without-slurm", ["scripts/compare.py", "--method", "ew", "--bench", "synthetic",
+                                         "--launcher", "slurm"], setup=workflow_root,
+         message="error: InvalidValue: launcher=slurm: there is no SLURM here"),
 ]
 
 
@@ -220,7 +237,35 @@ def test_script(case: Case, tmp_path, finished_run):
     assert r.returncode == case.rc, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     assert case.message in r.stderr, r.stderr[-3000:]
+    if "nothing_in" in extra:  # a workflow that cannot run writes nothing (no run, no CSV, no plot)
+        assert not extra["nothing_in"].exists() and not Path("/nonexistent-sweeps-out").exists()
+        assert len([ln for ln in r.stderr.splitlines() if ln.startswith("error:")]) == 1, r.stderr[-3000:]
     assert len(r.stdout.splitlines()) + len(r.stderr.splitlines()) < 30  # not the 405 lines of a Hydra dump
+
+
+def test_tables_skip_a_summary_of_the_wrong_types(tmp_path, finished_run):
+    """Valid JSON, wrong types (metrics a list, seed a string): that run is skipped with one warning
+    line; the table of every benchmark is still written."""
+    root = tmp_path / "runs"
+    place_finished(finished_run, root, seeds=(0, 1))
+    for method, edit in (("uw", {"metrics": [1, 2]}), ("rlw", {"seed": "zero"})):
+        bad = root / "synthetic" / method / "seed0"
+        shutil.copytree(finished_run, bad)
+        summary = json.loads((bad / "summary.json").read_text())
+        summary.update(edit, method=method)
+        (bad / "summary.json").write_text(json.dumps(summary))
+    before = digest(root)
+    r = run_command(["scripts/tables.py", "--root", str(root), "--out", str(tmp_path / "tables"), "--no-plots",
+                     "logger=none"], {}, REPO)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    warnings = [ln for ln in r.stderr.splitlines() if "damaged summary" in ln]
+    assert len(warnings) == 2, r.stderr[-3000:]
+    assert any("metrics is a JSON list" in w for w in warnings) and any("seed is 'zero'" in w for w in warnings)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "tables" / "synthetic.csv").set_index("name")
+    assert table.loc["ew", "seeds"] == 2
+    assert digest(root) == before
 
 
 def test_compare_unknown_method_is_one_line(tmp_path):
@@ -532,6 +577,25 @@ def corrupt_metrics(root):
     (root / RUN_DIR / "metrics.jsonl").write_text('{"epoch": 0, "tr\n')
 
 
+def invalid_config_yaml(root):
+    (root / RUN_DIR / "config.yaml").write_text("seed: [0\nmethod: {name: db_mtl\n")
+
+
+def lock_folder(root):
+    (root / RUN_DIR / ".lock").unlink(missing_ok=True)
+    (root / RUN_DIR / ".lock").mkdir()
+
+
+def hydra_run_file(root):
+    shutil.rmtree(root / RUN_DIR / ".hydra_run", ignore_errors=True)
+    (root / RUN_DIR / ".hydra_run").write_text("not a folder")
+
+
+def run_dir_file(root):
+    (root / "synthetic" / "db_mtl_file").mkdir(parents=True)
+    (root / "synthetic" / "db_mtl_file" / "seed0").write_text("not a folder")
+
+
 def typo_benchmark_file(root):
     """A benchmark YAML (synthetic's, on Hydra's search path) whose protocol misspells `selection`."""
     text = (REPO / "configs" / "benchmark" / "synthetic.yaml").read_text()
@@ -592,6 +656,26 @@ RUN_CASES = [
     # environment
     RunCase("results-not-writable", ["run.root=/sys/mtl-runs"], ["cannot create /sys/mtl-runs", "run.root="]),
     RunCase("results-under-a-file", ["run.root=/dev/null/runs"], ["cannot create /dev/null/runs"]),
+    # issue #20 §4: values, names and files that used to end in a traceback
+    RunCase("seed-beyond-numpy", ["seed=4294967296"], ["seed=4294967296", "numpy's seed range"]),
+    RunCase("stl-reference-zero", ["benchmark.protocol.reference.metrics.t0.mae=0", "run.tag=_ref0"],
+            ["benchmark.protocol.reference.metrics.t0.mae=0", "cannot be 0"]),
+    RunCase("device-mps", ["device=mps"], ["device=mps", "not supported", "use auto, cpu, cuda"]),
+    RunCase("tag-unresolvable-interpolation", ["run.tag=_${nosuch}"], ["InvalidValue", "'nosuch' not found"]),
+    RunCase("bare-lr-key", ["lr=0.01"], ["lr: no such config key", "did you mean benchmark.protocol.optimizer.lr"]),
+    RunCase("method-name-typo", ["method=db_mtll"], ["UnknownName", "did you mean method=db_mtl"]),
+    RunCase("benchmark-name-typo", ["benchmark=nyu"], ["UnknownName", "did you mean benchmark=nyuv2"],
+            base=["logger=none"]),
+    RunCase("config-yaml-invalid", [], ["config.yaml", "not valid YAML", "run.force=true"], prepare=invalid_config_yaml),
+    RunCase("lock-is-a-folder", [], [".lock", "is a folder where the run needs a file"], prepare=lock_folder),
+    RunCase("hydra-run-is-a-file", [], [".hydra_run", "is a file where the run needs a folder"],
+            prepare=hydra_run_file),
+    RunCase("run-dir-is-a-file", ["run.tag=_file"], ["a file of that name is in the way"], prepare=run_dir_file),
+    RunCase("wandb-dir-is-a-file", ["logger=wandb", "logger.mode=offline", "logger.dir={root}/wandb_file",
+                                    "run.tag=_wandbfile"], ["LoggerError", "is a file, not a folder"],
+            prepare=lambda root: (root / "wandb_file").write_text("x")),
+    RunCase("out-of-memory", ["run.tag=_oom", callbacks("mtl.run.testing.OutOfMemoryAfterSteps,steps:2")],
+            ["OutOfMemory", "smaller batch", "trainer.precision=bf16"]),
     # numerics
     RunCase("nan-loss", ["benchmark.protocol.optimizer.lr=1e20", "run.tag=_nan"],
          ["non-finite loss", "run.force=true", "run.tag"]),
@@ -732,6 +816,35 @@ def test_run_error_catalogue(case, campaign, tmp_path):
     assert finished_digest(root) == before  # the finished run next to it is untouched
     if case.check is not None:
         case.check(root, campaign)
+
+
+# Stops (issue #20 §4): a signal anywhere ends with one line and exit status 3 (EXIT_PREEMPTED: the
+# docs' `[ $rc -eq 3 ] && requeue`), the finished run next to it untouched.
+STOP_CASES = [
+    RunCase("ctrl-c-mid-epoch", ["run.tag=_int", "trainer.epochs=3",
+                                 callbacks("mtl.run.testing.SignalAfterSteps,steps:6,signal:SIGINT")],
+            ["SIGINT: checkpoint saved at epoch"], code=3),
+    RunCase("sigterm-during-setup", ["run.tag=_setup", callbacks("mtl.run.testing.SignalAt,hook:init,signal:SIGTERM")],
+            ["SIGTERM during setup", "same command"], code=3),
+    RunCase("sigusr1-after-last-epoch", ["run.tag=_end", "trainer.epochs=1",
+                                         callbacks("mtl.run.testing.SignalAt,hook:on_fit_end,signal:SIGUSR1")],
+            ["SIGUSR1 during the end of the run"], code=3),
+]
+
+
+@pytest.mark.parametrize("case", STOP_CASES, ids=[c.id for c in STOP_CASES])
+def test_stop_catalogue(case, campaign, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(campaign, root)
+    before = finished_digest(root)
+    r = subprocess.run([sys.executable, "-m", "mtl.train", *case.base, *case.args, f"run.root={root}"], cwd=REPO,
+                       env=_env(WANDB_MODE="disabled"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == case.code, r.stdout[-1500:] + r.stderr[-1500:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-1500:]
+    for text in case.message:
+        assert text in lines[0], (text, lines[0])
+    assert finished_digest(root) == before
 
 
 def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

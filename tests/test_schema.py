@@ -69,7 +69,7 @@ def test_multirun_checks_added_keys_too(tmp_path):
                         f"run.root={tmp_path}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr[-1500:]
-    assert "error: ConfigCompositionException: trainer.epoch: no such config key" in r.stderr
+    assert "error: InvalidValue: trainer.epoch: no such config key" in r.stderr
     assert "Traceback" not in r.stderr and not list(tmp_path.glob("synthetic/*"))
 
 

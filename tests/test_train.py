@@ -42,7 +42,7 @@ def test_finished_run_is_skipped_unless_forced(train, capsys):
 
 def test_non_finite_loss_stops_with_step_task_and_value(train):
     # a learning rate of 1e20 blows the weights up within a few steps
-    with pytest.raises(NonFiniteLoss, match=r"step \d+ \(epoch 0\): task 't\d' = (nan|inf)"):
+    with pytest.raises(NonFiniteLoss, match=r"step \d+ \(epoch 1\): task 't\d' = (nan|inf)"):
         train([*SHORT, "method=ew", "benchmark.protocol.optimizer.lr=1e20"])
 
 

@@ -85,9 +85,17 @@ class RayGPULauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        if not ray.is_initialized():
+        started = not ray.is_initialized()
+        if started:
             ray.init(num_gpus=self.num_gpus, num_cpus=self.num_cpus, include_dashboard=False,
                      **self.ray_init)
+        try:
+            return self._launch(ray, job_overrides, initial_job_idx)
+        finally:
+            if started:  # no idle Ray workers linger after the sweep (they would for ~15 s)
+                ray.shutdown()
+
+    def _launch(self, ray, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         gpus = ray.cluster_resources().get("GPU", 0)
         if self.gpus_per_job > 0 and gpus < self.gpus_per_job:
             raise RuntimeError(f"launcher=gpus: Ray sees {gpus:g} GPU(s), a job needs {self.gpus_per_job:g}; "

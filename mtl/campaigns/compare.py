@@ -27,7 +27,7 @@ import pandas as pd
 from mtl.benchmarks import spec
 from mtl.scoring import stats
 from mtl.report.tables import build_table, mean_ranks
-from mtl.campaigns.workflows import Group, execute, report_failures
+from mtl.campaigns.workflows import one_line_errors, Group, execute, report_failures
 
 
 def ranking(df: pd.DataFrame, name: str, against: str, keys: list[str], info) -> tuple[pd.DataFrame, str]:
@@ -152,6 +152,7 @@ def config_names(group: str) -> list[str]:
     return sorted(p.stem for p in Path(CONFIG_DIR, group).glob("*.yaml"))
 
 
+@one_line_errors
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--method", required=True, help="method config name (configs/method/<name>.yaml)")

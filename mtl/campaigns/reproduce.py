@@ -17,7 +17,7 @@ import argparse
 from mtl.benchmarks import num_tasks
 from mtl.config.compose import compose
 from mtl.report.tables import logger_config, regenerate
-from mtl.campaigns.workflows import Group, execute, load_experiment, report_failures, sweep_params
+from mtl.campaigns.workflows import one_line_errors, Group, execute, load_experiment, report_failures, sweep_params
 
 
 def plan(name: str, *, seeds: list[str] | None = None, methods: list[str] | None = None,
@@ -40,6 +40,7 @@ def plan(name: str, *, seeds: list[str] | None = None, methods: list[str] | None
     return benches, groups
 
 
+@one_line_errors
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", help="experiment suffix: nyuv2 | nyuv2_segnet | cityscapes | qm9 | office31 | officehome | demo")

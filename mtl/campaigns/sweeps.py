@@ -28,7 +28,7 @@ from mtl.run.rundir import SUMMARY
 from mtl.report.runs import read_runs
 from mtl.benchmarks import num_tasks
 from mtl.config.compose import compose
-from mtl.campaigns.workflows import Group, execute, load_experiment, report_failures, sweep_params
+from mtl.campaigns.workflows import one_line_errors, Group, execute, load_experiment, report_failures, sweep_params
 
 PLACEHOLDER_INV_T = "inv_T"
 TITLES = {"beta": "DB-MTL β", "alpha": "DB-MTL α_k"}
@@ -153,6 +153,7 @@ def summary_markdown(summ: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+@one_line_errors
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", choices=["beta", "alpha"])

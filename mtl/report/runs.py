@@ -42,13 +42,56 @@ def read_summary(path: str | Path, required: tuple[str, ...] = SUMMARY_KEYS) -> 
         problem = None if isinstance(s, dict) else f"a JSON {type(s).__name__}, not an object"
         if problem is None:
             missing = [k for k in required if k not in s]
-            problem = f"no {', '.join(missing)}" if missing else None
+            problem = f"no {', '.join(missing)}" if missing else _type_problem(s)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         problem = brief(err)
     if problem is None:
         return s
+    _warn_damaged(path, problem)
+    return None
+
+
+def _warn_damaged(path: Path, problem: str) -> None:
     print(f"[mtl] warning: {path}: damaged summary ({problem}); skipped. Delete it and re-run that run "
           f"(same command, its config is {path.parent / CONFIG}) to write it again", file=sys.stderr)
+
+
+def _number(v: Any, null: bool = False) -> bool:
+    return (v is None and null) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _metrics_problem(key: str, m: Any) -> str | None:
+    if not isinstance(m, dict):
+        return f"{key} is a JSON {type(m).__name__}, not an object of tasks"
+    for task, values in m.items():
+        if not isinstance(values, dict):
+            return f"{key}.{task} is a JSON {type(values).__name__}, not an object of metrics"
+        for metric, v in values.items():
+            if not _number(v, null=True):
+                return f"{key}.{task}.{metric} is {v!r}, not a number"
+    return None
+
+
+def _type_problem(s: dict[str, Any]) -> str | None:
+    """What is of the wrong type in a parsed summary (a hand edit, another tool's file), or None."""
+    if "seed" in s and not (isinstance(s["seed"], int) and not isinstance(s["seed"], bool)):
+        return f"seed is {s['seed']!r}, not an integer"
+    if "metrics" in s and (problem := _metrics_problem("metrics", s["metrics"])):
+        return problem
+    for key in ("delta_p", "delta_m", "wall_time_s"):
+        if key in s and not _number(s[key], null=True):
+            return f"{key} is {s[key]!r}, not a number"
+    for key in ("delta_p_per_task", "reported"):
+        if key in s and s[key] is not None and not isinstance(s[key], dict):
+            return f"{key} is a JSON {type(s[key]).__name__}, not an object"
+    for rule, rep in (s.get("reported") or {}).items():
+        if not isinstance(rep, dict):
+            return f"reported.{rule} is a JSON {type(rep).__name__}, not an object"
+        if "metrics" in rep and (problem := _metrics_problem(f"reported.{rule}.metrics", rep["metrics"])):
+            return problem
+    for key in ("method", "tag", "selection"):
+        if key in s and s[key] is not None and not isinstance(s[key], str):
+            return f"{key} is {s[key]!r}, not a string"
     return None
 
 
@@ -171,6 +214,14 @@ def read_run(run_dir: str | Path, *, rule: str | None = None, required: tuple[st
     s = read_summary(run_dir / SUMMARY, required)
     if s is None:
         return None
+    try:
+        return _row(run_dir, s, rule, config)
+    except (TypeError, ValueError, AttributeError) as err:  # a shape _type_problem does not know yet
+        _warn_damaged(run_dir / SUMMARY, brief(err))
+        return None
+
+
+def _row(run_dir: Path, s: dict[str, Any], rule: str | None, config: bool) -> dict[str, Any]:
     folder = run_dir.parent.name
     trained = s.get("method", folder)
     metrics = selected_metrics(s, rule)

@@ -137,12 +137,12 @@ class Console(Callback):
         print(epoch_line(record), flush=True)
         failures = {k: v for k, v in record.items() if k.startswith("method/solver_failures") and v}
         if failures:
-            print(f"[mtl] warning: epoch {epoch} had solver failures {failures} "
+            print(f"[mtl] warning: epoch {epoch + 1} had solver failures {failures} "
                   f"(per-step details in the log; counts in metrics.jsonl)", flush=True)
 
 
 def epoch_line(r: dict[str, Any]) -> str:
-    parts = [f"epoch {r['epoch']}"]
+    parts = [f"epoch {r['epoch'] + 1}"]  # 1-based in every user-facing line (metrics.jsonl: from 0)
     for split in ("val", "test"):
         if f"{split}_delta_p" in r:
             parts.append(f"{split} Δp {r[f'{split}_delta_p']:+.2f}")

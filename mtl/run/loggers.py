@@ -2,6 +2,7 @@
 of truth: tables and plots are regenerated from the run directory alone."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ def check_logger(cfg: dict[str, Any]) -> None:
         mode = cfg.get("mode")
         if mode not in MODES:
             raise InvalidValue(f"logger.mode={mode!r}: unknown; choose one of {', '.join(MODES)}")
+        if mode != "disabled" and cfg.get("dir"):
+            check_dir(Path(str(cfg["dir"])))
         if mode == "online":
             import wandb
 
@@ -48,14 +51,100 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+MIN_FREE = 16 * 2**20  # bytes W&B needs free in logger.dir to start (its logs, the run's .wandb file)
+
+OFFLINE_ENV = {"WANDB_ERROR_REPORTING": "false",  # no crash reports (sentry) from wandb or its service
+               "WANDB_DISABLE_CODE": "true"}
+
+
+def offline_settings() -> dict[str, Any]:
+    """wandb settings for `logger.mode=offline` that keep everything on this machine: no system
+    metrics or machine/cloud probes, no console capture (the run directory keeps the output), and
+    the process-wide analytics (OpenTelemetry export, which probes api.wandb.ai / a CoreWeave host
+    even offline) switched off. Also sets OFFLINE_ENV for wandb's service process (where unset)."""
+    import os
+
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    try:  # wandb >= 0.2x: telemetry export runs in this process whatever the run's mode
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+
+        opentelemetry_proxy.disable()
+    except (ImportError, AttributeError):
+        pass
+    return {"x_disable_stats": True, "x_disable_machine_info": True, "x_disable_viewer": True,
+            "console": "off", "disable_code": True, "disable_job_creation": True}
+
+
+def check_dir(path: Path) -> None:
+    """Before anything is written: `logger.dir` is no file, and its disk has room (nothing created)."""
+    import errno
+    import shutil
+
+    if path.exists() and not path.is_dir():
+        raise LoggerError(f"logger.dir={path}: is a file, not a folder; remove it or set logger.dir=<folder> "
+                          f"(or logger=none)")
+    sub = path / "wandb"
+    if sub.exists() and not sub.is_dir():
+        raise LoggerError(f"logger.dir={path}: {sub} is a file, not a folder; remove it or set "
+                          f"logger.dir=<another folder> (or logger=none)")
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and shutil.disk_usage(existing).free < MIN_FREE:
+        raise _storage_error(existing, OSError(errno.ENOSPC, "No space left on device"))
+
+
+def _check_dir(path: Path) -> None:
+    """The W&B folder exists and is a writable folder (one line otherwise)."""
+    if path.exists() and not path.is_dir():
+        raise LoggerError(f"logger.dir={path}: is a file, not a folder; remove it or set logger.dir=<folder> "
+                          f"(or logger=none)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _storage_error(path, err) from None
+    import errno
+    import shutil
+
+    if shutil.disk_usage(path).free < MIN_FREE:  # wandb would log ~14,000 lines of "Logging error"
+        raise _storage_error(path, OSError(errno.ENOSPC, "No space left on device"))
+    for name in ("wandb",):  # wandb's own subfolder
+        sub = path / name
+        if sub.exists() and not sub.is_dir():
+            raise LoggerError(f"logger.dir={path}: {sub} is a file, not a folder; remove it or set "
+                              f"logger.dir=<another folder> (or logger=none)")
+
+
+def _storage_error(path: Path, err: OSError) -> LoggerError:
+    import errno
+    import shutil
+
+    code = getattr(err, "errno", None)
+    try:
+        free = shutil.disk_usage(path if path.exists() else path.parent).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 64 * 2**20):
+        why = f"the disk is full ({free / 2**20:.0f} MiB left)" if free is not None else "the disk is full"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = f"it is not writable ({os.strerror(code)})"
+    else:
+        why = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+    return LoggerError(f"logger.dir={path}: W&B cannot write there: {why}; free space or set logger.dir=<folder> "
+                       f"elsewhere, or run with logger=none (the run directory is the source of truth)")
+
+
 def _init(*, mode: str, dir: str, init_timeout: float, **kwargs: Any):
     """wandb.init in `dir`; an unreachable server in online mode is one LoggerError line."""
     import wandb  # imported lazily: `logger=none` needs no wandb
 
-    Path(dir).mkdir(parents=True, exist_ok=True)
+    _check_dir(Path(dir))
+    settings: dict[str, Any] = {"init_timeout": float(init_timeout)}
+    if mode == "offline":
+        settings.update(offline_settings())
     try:
-        return wandb.init(mode=mode, dir=dir, reinit="finish_previous",
-                          settings=wandb.Settings(init_timeout=float(init_timeout)), **kwargs)
+        return wandb.init(mode=mode, dir=dir, reinit="finish_previous", settings=wandb.Settings(**settings), **kwargs)
+    except OSError as err:  # a full disk, a read-only folder, a file where the folder should be
+        raise _storage_error(Path(dir), err) from None
     except wandb.errors.CommError as err:
         raise LoggerError(
             f"logger.mode={mode}: W&B could not be reached ({str(err).splitlines()[0][:160]}); use "
@@ -68,21 +157,43 @@ class WandbLogger(NullLogger):
 
     def __init__(self, mode: str, project: str, entity: str | None, dir: str, group: str, name: str,
                  config: dict[str, Any], init_timeout: float = 30):
+        import logging
+
         import wandb  # imported lazily: `logger=none` runs need no wandb
 
-        self._wandb = wandb
-        self.run = _init(mode=mode, project=project, entity=entity, dir=dir, group=group, name=name,
-                         config=config, job_type="train", init_timeout=init_timeout)
+        self._wandb, self.dir = wandb, Path(dir)
+        # a disk that fills during the run: wandb's log handlers would print a traceback per record
+        # ("--- Logging error ---", thousands of lines); the one LoggerError line says it instead
+        self._raise_exceptions, logging.raiseExceptions = logging.raiseExceptions, False
+        try:
+            self.run = _init(mode=mode, project=project, entity=entity, dir=dir, group=group, name=name,
+                             config=config, job_type="train", init_timeout=init_timeout)
+        except BaseException:
+            logging.raiseExceptions = self._raise_exceptions
+            raise
 
     def log_epoch(self, record: dict[str, Any], step: int) -> None:
-        self.run.log(_flatten(to_jsonable(record)), step=step)
+        try:
+            self.run.log(_flatten(to_jsonable(record)), step=step)
+        except OSError as err:  # e.g. the disk under logger.dir filled up during the run
+            raise _storage_error(self.dir, err) from None
 
     def log_summary(self, summary: dict[str, Any]) -> None:
-        for k, v in _flatten(to_jsonable(summary)).items():
-            self.run.summary[k] = v
+        try:
+            for k, v in _flatten(to_jsonable(summary)).items():
+                self.run.summary[k] = v
+        except OSError as err:
+            raise _storage_error(self.dir, err) from None
 
     def close(self) -> None:
-        self.run.finish()
+        import logging
+
+        try:
+            self.run.finish()
+        except OSError as err:
+            raise _storage_error(self.dir, err) from None
+        finally:
+            logging.raiseExceptions = self._raise_exceptions
 
 
 def make_logger(cfg: dict[str, Any], run_name: str, config: dict[str, Any]) -> NullLogger:

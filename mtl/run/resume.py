@@ -80,10 +80,16 @@ def _allowed(key: str, old: Any, new: Any, grow: bool = True) -> bool:
 def changed_keys(stored_yaml: str, current: dict[str, Any], *, grow: bool = True) -> list[tuple[str, Any, Any]]:
     """[(key, stored value, new value)] for every difference that could change the results.
     `grow=False` (a finished run) also counts more epochs as a change: the stored result is then
-    not the one asked for."""
-    stored = yaml.safe_load(stored_yaml)
+    not the one asked for. A stored config that is not a YAML mapping raises ValueError (the
+    trainer names the file)."""
+    try:
+        stored = yaml.safe_load(stored_yaml)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ValueError(f"not valid YAML{at}: {str(err).splitlines()[0][:120]}") from None
     if not isinstance(stored, dict):
-        raise ValueError(f"not a mapping but a YAML {type(stored).__name__}")
+        raise ValueError(f"not a YAML mapping of settings (a {type(stored).__name__})")
     old, new = flatten(stored), flatten(current)
     missing = object()
     out = []

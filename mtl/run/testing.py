@@ -53,6 +53,34 @@ class PoisonAfterSteps(Callback):
                 next(trainer.model.parameters()).fill_(float("nan"))
 
 
+class SignalAt(Callback):
+    """Send this process `signal` at a point outside the training steps: `init` (while the trainer
+    is being set up: the callback is created before the benchmark is built) or a hook name, e.g.
+    `on_fit_end` (after the last epoch, summary.json written)."""
+
+    def __init__(self, hook: str, signal: str = "SIGTERM"):
+        self.hook, self.signum = str(hook), Signals[signal]
+        if self.hook == "init":
+            os.kill(os.getpid(), self.signum)
+
+    def on_fit_end(self, trainer, state, summary) -> None:
+        if self.hook == "on_fit_end":
+            os.kill(os.getpid(), self.signum)
+
+
+class OutOfMemoryAfterSteps(Callback):
+    """Raise torch's out-of-memory error after the run's `steps`-th step (as a too large batch does)."""
+
+    def __init__(self, steps: int):
+        self.steps = int(steps)
+
+    def on_step_end(self, trainer, state, step, stats) -> None:
+        import torch
+
+        if step == self.steps:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
+
+
 class Recorder(Callback):
     """Appends one JSON line per hook call to `path`: {"hook": name, ...arguments that are numbers}."""
 

@@ -33,7 +33,7 @@ from mtl.benchmarks.base import Benchmark, to_device
 from mtl.scoring.delta import delta_m, delta_p, delta_p_per_task
 from mtl.run.device import apply_speed, describe, resolve_device, speed_settings
 from mtl.errors import brief, ConfigChanged, DamagedFile, InvalidCombination, InvalidValue, MTLError, NonFiniteLoss, NonFiniteState, Preempted
-from mtl.run.preemption import PreemptionGuard
+from mtl.run.preemption import PreemptionGuard, set_phase
 from mtl.run.resume import changed_keys, config_hash, describe as describe_changes
 from mtl.run.rundir import CHECKPOINT, CONFIG, SUMMARY, RunDir, git_commit
 from mtl.scoring.selection import improvement, select
@@ -127,6 +127,16 @@ class EpochStats:
         self.last.update({k: move(v) for k, v in state["last"].items()})
 
 
+def closing_line(summary: dict[str, Any], path: Path) -> str:
+    """The run's last line: the selected epoch (1-based) and its rule, test Δp/Δm, where the files are."""
+    epoch = summary.get("selected_epoch")
+    sel = f"epoch {epoch + 1} of {summary.get('epochs')}" if isinstance(epoch, int) else "no epoch"
+    dp, dm = summary.get("delta_p"), summary.get("delta_m")
+    fmt = lambda v: f"{v:+.2f} %" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
+    return (f"[mtl] done: {sel} selected by {summary.get('selection')}; test Δp {fmt(dp)} (higher is better), "
+            f"Δm {fmt(dm)} (lower is better); results in {path}")
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -155,17 +165,43 @@ class Trainer:
                 self.final_dir, self.run_dir = self.run_dir, self.run_dir.staging()
             elif cfg.run.force:
                 self.run_dir.delete_checkpoint()
-            self.setup()
-            self.state = self.resume()
             try:
-                self.fit()
-                self.finish()
+                set_phase("setup (building the benchmark and its data)")
+                self.setup()
+                set_phase("setup (restoring the checkpoint)")
+                self.state = self.resume()
+                try:
+                    self.fit()
+                    set_phase("the end of the run (after the last epoch)")
+                    self.finish()
+                finally:
+                    self._hook("on_close")
+            except (torch.OutOfMemoryError, MemoryError) as err:
+                raise self._out_of_memory(err) from None
             finally:
-                self._hook("on_close")
+                set_phase("setup")
             if self.final_dir is not None:
                 self.final_dir.promote(self.run_dir)
                 self.run_dir = self.final_dir
         return self.run_dir.path
+
+    def _out_of_memory(self, err: BaseException) -> MTLError:
+        """Out of memory as one line: where, and the two settings that need less memory."""
+        from mtl.errors import OutOfMemory
+
+        state = getattr(self, "state", None)
+        where = (f"in epoch {state['epoch'] + 1}" if state else "during setup")
+        device = getattr(self, "device", "the device")
+        what = "GPU" if getattr(device, "type", "") == "cuda" else "host (CPU)"
+        keys = [k for k in ("batch_size", "train_batch_size", "eval_batch_size", "test_batch_size")
+                if self.cfg.benchmark.build.get(k) is not None]
+        sizes = ", ".join(f"benchmark.build.{k}={self.cfg.benchmark.build[k]}" for k in keys) or "the batch size"
+        ckpt = self.run_dir.path / CHECKPOINT
+        kept = f"the last checkpoint ({ckpt}) is kept and resumes" if ckpt.exists() else "nothing was saved yet"
+        return OutOfMemory(
+            f"{self.run_dir.path}: out of {what} memory on {device} {where} ({str(err).splitlines()[0][:120]}); "
+            f"use a smaller batch (now {sizes}) or trainer.precision=bf16 (16-bit activations), or a device "
+            f"with more memory; {kept}")
 
     def _hook(self, name: str, *args: Any) -> None:
         """Call hook `name` of every callback, in order (see mtl/run/callbacks.py)."""
@@ -312,9 +348,9 @@ class Trainer:
             state.update(history=ckpt["history"], epoch=ckpt["epoch"] + 1, global_step=ckpt["global_step"],
                          wall=ckpt["wall_time_s"], partial=ckpt.get("partial"), rng=ckpt["rng"])
             self.checkpoint_epoch = ckpt["epoch"]
-            where = f"after epoch {ckpt['epoch']}"
+            where = f"after epoch {ckpt['epoch'] + 1}"  # 1-based, as every user-facing line
             if state["partial"]:
-                where = f"in epoch {ckpt['epoch'] + 1} after step {state['partial']['steps']}"
+                where = f"in epoch {ckpt['epoch'] + 2} after step {state['partial']['steps']}"
             else:
                 set_rng_state(ckpt["rng"])
             print(f"[mtl] resuming {self.run_dir.path} {where}", flush=True)
@@ -364,14 +400,15 @@ class Trainer:
         summary = self._summary(self.state["history"], self.state["global_step"], self.state["wall"])
         self.run_dir.write_summary(summary)
         self._hook("on_fit_end", summary)
+        print(closing_line(summary, self.run_dir.path), flush=True)
 
     def _stop_preempted(self) -> None:
         state, guard = self.state, self.guard
-        where = (f"epoch {state['epoch']} step {state['partial']['steps']}" if state["partial"]
-                 else f"the end of epoch {state['epoch'] - 1}")
+        # epochs in user-facing lines count from 1 (the files' "epoch" fields count from 0)
+        where = (f"epoch {state['epoch'] + 1} step {state['partial']['steps']}" if state["partial"]
+                 else f"the end of epoch {state['epoch']}")
         saved = (f"checkpoint saved at {where}" if self.cfg.run.checkpoint
                  else f"stopped at {where}, nothing saved (run.checkpoint=false: a re-run starts over)")
-        print(f"[mtl] {guard.name}: {saved}; the same command resumes from there", flush=True)
         guard.hand_on()  # submitit requeues the job and exits here
         raise Preempted(f"{guard.name}: {saved} in {self.run_dir.path}; re-run the same command (or requeue "
                         f"the job) to resume")
@@ -521,7 +558,7 @@ class Trainer:
         value = rows[b, t].item()
         kept = self._kept()
         raise NonFiniteLoss(
-            f"non-finite loss at step {step} (epoch {epoch}): task {self.bench.task_names[t]!r} = {value}; "
+            f"non-finite loss at step {step} (epoch {epoch + 1}): task {self.bench.task_names[t]!r} = {value}; "
             f"{kept}. Lower the learning rate or check the data, then restart with run.force=true "
             f"(re-running as is resumes the checkpoint) or train in a new directory with run.tag=<name>")
 

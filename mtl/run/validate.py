@@ -10,19 +10,22 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mtl.errors import InvalidValue, MTLError, brief
-from mtl.run.precision import PRECISIONS
 from mtl.scoring.selection import RULES
 
 GRAD_ENGINES = ("loop", "batched", "auto")
+PRECISIONS = ("fp32", "bf16", "fp16")  # mtl/run/precision.py's (kept here: this module imports no torch)
+SEED_MAX = 2**32 - 1  # numpy's seed range
 
 
-def _int(cfg: DictConfig, key: str, minimum: int, *, optional: bool = False) -> None:
+def _int(cfg: DictConfig, key: str, minimum: int, *, optional: bool = False, maximum: int | None = None) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         more = " or null" if optional else ""
         raise InvalidValue(f"{key}={value!r}: must be an integer >= {minimum}{more}")
+    if maximum is not None and value > maximum:
+        raise InvalidValue(f"{key}={value}: must be an integer from {minimum} to {maximum} (numpy's seed range)")
 
 
 def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
@@ -74,8 +77,17 @@ def check_run_path(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise InvalidValue (an MTLError) for the first invalid value found."""
+    check_values(cfg)
+    _check_method(cfg)
+    from mtl.run.loggers import check_logger
+
+    check_logger(OmegaConf.to_container(cfg.logger, resolve=True))
+
+
+def check_values(cfg: DictConfig) -> None:
+    """The checks that need no torch (the command line runs them before its heavy imports)."""
     check_run_path(cfg)
-    _int(cfg, "seed", 0)
+    _int(cfg, "seed", 0, maximum=SEED_MAX)
     _int(cfg, "trainer.epochs", 1)
     _int(cfg, "trainer.max_steps_per_epoch", 1, optional=True)
     _int(cfg, "trainer.checkpoint_every", 1)
@@ -100,10 +112,25 @@ def validate(cfg: DictConfig) -> None:
                 "benchmark.build.eval_batch_size", "benchmark.build.train_batch_size",
                 "benchmark.build.test_batch_size"):
         _positive(cfg, key)
-    _check_method(cfg)
-    from mtl.run.loggers import check_logger
+    _check_references(cfg)
 
-    check_logger(OmegaConf.to_container(cfg.logger, resolve=True))
+
+def _check_references(cfg: DictConfig) -> None:
+    """Δp and Δm divide by the STL reference: a 0 (or a non-number) would only fail after an epoch."""
+    for name in ("reference", "reference_m"):
+        node = cfg.benchmark.protocol.get(name)
+        metrics = node.get("metrics") if node is not None else None
+        if not metrics:
+            continue
+        for task, values in metrics.items():
+            for metric, value in (values.items() if hasattr(values, "items") else []):
+                key = f"benchmark.protocol.{name}.metrics.{task}.{metric}"
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise InvalidValue(f"{key}={value!r}: an STL reference metric must be a number; give the "
+                                       f"single-task run's test value (scripts/stl_reference.py computes it)")
+                if value == 0:
+                    raise InvalidValue(f"{key}=0: Δp and Δm divide by the STL reference, so it cannot be 0; "
+                                       f"give the single-task run's non-zero test value (scripts/stl_reference.py)")
 
 
 def _check_method(cfg: DictConfig) -> None:
