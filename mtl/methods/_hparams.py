@@ -291,12 +291,16 @@ def check_hparams(cls: type, num_tasks: int | None, hparams: Mapping[str, Any], 
             part = value if isinstance(value, Mapping) else {"name": value}
             part_kw = {k: v for k, v in part.items() if k != "name"}
             part_name = part["name"]
-            candidates = sorted(n for n, c in _REGISTRY.items() if n != name and (
-                not spec.loss_weighting or _is_loss_weighting(c)))
+            candidates = sorted(n for n, c in _REGISTRY.items() if n != name and not getattr(c, "needs", ()) and (
+                not spec.loss_weighting or _is_loss_weighting(c)))  # a part gets no step context
             if not isinstance(part_name, str) or part_name not in _REGISTRY or part_name == name:
                 kind = "loss-weighting method" if spec.loss_weighting else "method"
                 raise UnknownName(f"{where}.name", f"{name} has no {kind} {part_name!r}",
                                   f"choose one of {', '.join(candidates)}")
+            if getattr(_REGISTRY[part_name], "needs", ()):
+                raise InvalidCombination(f"{name}: {where}.name={part_name} needs a step context "
+                                         f"({', '.join(sorted(_REGISTRY[part_name].needs))}), which a combination's "
+                                         f"parts do not get; choose one of {', '.join(candidates)}")
             if part_name not in candidates:
                 raise InvalidCombination(f"{name}: {where}.name={part_name} is not a loss-weighting method; "
                                          f"choose one of {', '.join(candidates)}")
