@@ -43,6 +43,7 @@ def _weighted(weights, losses):
 @register
 class AutoLambda(LossWeighting):
     name = "auto_lambda"
+    _optimizer_attrs = ("meta_opt",)
     hparams = {"weight_init": Real(), "meta_lr": Real(gt=0)}
     needs = frozenset({"passes", "val_batch"})
     _state_attrs = ("meta_skipped",)
@@ -108,13 +109,3 @@ class AutoLambda(LossWeighting):
             self.meta_weights.grad = -alpha * hessian
         self.meta_opt.step()
 
-    # ---- state (as FAMO: the meta optimizer's state rides along) ----------------------------
-    def get_extra_state(self):
-        state = super().get_extra_state()
-        state["meta_opt"] = self.meta_opt.state_dict()
-        return state
-
-    def set_extra_state(self, state):
-        state = dict(state)
-        self.meta_opt.load_state_dict(state.pop("meta_opt"))
-        super().set_extra_state(state)

@@ -146,6 +146,8 @@ class Method(nn.Module):
     step_context: StepContext | None = None  # the current step's context, during `backward` only
     # attributes (beyond parameters/buffers) saved in state_dict via extra state
     _state_attrs: ClassVar[tuple[str, ...]] = ()
+    # attributes holding the method's own torch optimizers, whose state rides along in the checkpoint
+    _optimizer_attrs: ClassVar[tuple[str, ...]] = ()
     # how the trainer reduces a diagnostic over an epoch: "mean" (default), "sum" (per-step counts)
     # or "last" (running values). `solver_failures` is the number of failed solves in one step.
     diagnostic_reductions: ClassVar[dict[str, str]] = {
@@ -291,9 +293,15 @@ class Method(nn.Module):
         state.update({k: getattr(self, k) for k in self._state_attrs})
         state["engine_backward_passes"] = self.engine.backward_passes
         state["engine_chosen"] = self.engine.chosen
-        return _encode_numpy(state)
+        state = _encode_numpy(state)
+        for name in self._optimizer_attrs:  # a method's own optimizer (FAMO's, Auto-Lambda's, ...)
+            state[name] = getattr(self, name).state_dict()
+        return state
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        for name in self._optimizer_attrs:  # torch moves an optimizer's state to its parameters' device
+            getattr(self, name).load_state_dict(state.pop(name))
         # a private copy: in-place updates (EMA buffers, loss sums) must not leak into the caller's
         # state dict or into the module it came from, and the caller's dict must stay intact.
         # Checkpoints are loaded on the CPU: plain tensors move to this method's device, so a run

@@ -18,6 +18,7 @@ FAMO_EPS = 1e-8
 @register
 class FAMO(LossWeighting):
     name = "famo"
+    _optimizer_attrs = ("w_opt",)
     logs_losses = True
     hparams = {"w_lr": Real(gt=0), "gamma": Real(ge=0)}  # gamma: weight decay of the logits' Adam
     wants_post_step_losses = True
@@ -52,12 +53,4 @@ class FAMO(LossWeighting):
         self.w.grad = d
         self.w_opt.step()
 
-    def get_extra_state(self):
-        state = super().get_extra_state()
-        state["w_opt"] = self.w_opt.state_dict()
-        return state
 
-    def set_extra_state(self, state):
-        state = dict(state)
-        self.w_opt.load_state_dict(state.pop("w_opt"))
-        super().set_extra_state(state)

@@ -39,6 +39,7 @@ from mtl.methods.registry import register
 @register
 class FORUM(LossWeighting):
     name = "forum"
+    _optimizer_attrs = ("alpha_opt",)
     hparams = {"phi": Real(gt=0), "inner_lr": Real(gt=0), "outer_lr": Real(gt=0), "inner_step": Int(ge=1)}
     needs = frozenset({"passes", "val_batch"})
     _state_attrs = ("lambda_buffer",)
@@ -125,13 +126,7 @@ class FORUM(LossWeighting):
         w = F.softmax(self.alpha.detach(), dim=-1).to(losses.dtype)
         return w * losses, w
 
-    def get_extra_state(self):
-        state = super().get_extra_state()
-        state["alpha_opt"] = self.alpha_opt.state_dict()
-        return state
 
     def set_extra_state(self, state):
-        state = dict(state)
-        self.alpha_opt.load_state_dict(state.pop("alpha_opt"))
         super().set_extra_state(state)
         self.lambda_buffer = np.array(self.lambda_buffer, dtype=np.float64)

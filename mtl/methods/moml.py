@@ -44,6 +44,7 @@ def flat_grads(loss, params, retain_graph=True) -> torch.Tensor:
 @register
 class MOML(LossWeighting):
     name = "moml"
+    _optimizer_attrs = ("alpha_opt",)
     hparams = {"inner_lr": Real(gt=0), "outer_lr": Real(gt=0)}
     needs = frozenset({"passes", "val_batch"})
     _state_attrs = ("solver_failures_total",)
@@ -85,12 +86,4 @@ class MOML(LossWeighting):
         self.alpha.grad = alpha_grad
         self.alpha_opt.step()
 
-    def get_extra_state(self):
-        state = super().get_extra_state()
-        state["alpha_opt"] = self.alpha_opt.state_dict()
-        return state
 
-    def set_extra_state(self, state):
-        state = dict(state)
-        self.alpha_opt.load_state_dict(state.pop("alpha_opt"))
-        super().set_extra_state(state)
