@@ -330,12 +330,21 @@ class Runner:
                     add(v)
         return total
 
-    def count_flops(self) -> int:
-        """FLOPs of one step (matrix work counted by FlopCounterMode; see mtl.perf.flops)."""
+    def count_flops(self) -> int | None:
+        """FLOPs of one step (matrix work counted by FlopCounterMode; see mtl.perf.flops), or None
+        where the counter cannot follow the step: its module hooks refuse `autograd.grad` with
+        respect to a leaf (NTKMTL-SR's per-chunk gradients at the representation), a torch limit."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as counter:
-            self._step()
+        try:
+            with FlopCounterMode(display=False) as counter:
+                self._step()
+        except RuntimeError as err:
+            if "_will_engine_execute_node" not in str(err):
+                raise
+            print(f"{self.name}: FLOPs not counted (FlopCounterMode cannot follow autograd.grad at a leaf)",
+                  file=sys.stderr, flush=True)
+            return None
         return int(counter.get_total_flops())
 
     def count_syncs(self) -> SyncCounter:
