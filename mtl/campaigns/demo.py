@@ -404,6 +404,8 @@ def main(argv=None) -> None:
     ap.add_argument("--report-only", action="store_true", help="only redraw the report from finished runs")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.epochs=2")
     args = ap.parse_args(argv)
+    # the training processes run in the project folder: the runs and the report meet at one absolute path
+    args.root, args.tables = str(Path(args.root).resolve()), str(Path(args.tables).resolve())
     t0 = time.perf_counter()
     plan = seed_plan(args.methods, args.seeds, args.slow_seeds)
     if not args.report_only:
