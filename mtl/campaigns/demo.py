@@ -416,7 +416,8 @@ def main(argv=None) -> None:
           f"seeds ({_seed_text(plan)}) with its 95 % t-interval over seeds; per-task columns: Δp of each task "
           f"(positive = better than its STL model):\n")
     print(table)
-    print("\nwritten:\n" + "\n".join(f"  {p}" for p in written))
+    here = Path.cwd()
+    print("\nwritten:\n" + "\n".join(f"  {p.relative_to(here) if p.is_relative_to(here) else p}" for p in map(Path, written)))
     print(f"\n[demo] wall time {time.perf_counter() - t0:.0f} s\n")
     print(NEXT_STEPS)
 
