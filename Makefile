@@ -136,5 +136,5 @@ bench-step: install ## time one training step of every method (ARGS: script opti
 toy: install ## the toy-problem trajectory plots (ARGS: script options, e.g. --steps 500)
 	$(PY) scripts/toy_trajectories.py $(ARGS)
 
-clean: ## remove results/, multirun/, outputs/ (all runs!)
+clean: ## delete every run and generated table (results/runs, tables, sweeps, compare; multirun/, outputs/); committed results stay
 	rm -rf results/runs results/tables results/sweeps results/compare multirun outputs .pytest_cache
