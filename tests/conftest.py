@@ -10,6 +10,10 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+# `make test` runs the suite under make: its MAKEFLAGS/MAKELEVEL would make every `make` a test calls a
+# sub-make that prints "Entering directory" lines; the tests call make as a user does.
+for _var in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS"):
+    os.environ.pop(_var, None)
 
 
 @pytest.fixture(scope="session")
