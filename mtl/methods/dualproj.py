@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from qpsolvers import available_solvers, solve_qp
-from qpsolvers.exceptions import QPError
 
-from mtl.errors import SolverError
-from mtl.methods.base import Aggregate, GradientMethod
-from mtl.methods._hparams import Real, Str
+from mtl.methods.base import Aggregate
 from mtl.methods.registry import register
+from mtl.methods.upgrad import UPGrad
 
 
 def dualproj_gram(G: torch.Tensor, norm_eps: float, reg_eps: float) -> torch.Tensor:
@@ -31,31 +28,17 @@ def dualproj_gram(G: torch.Tensor, norm_eps: float, reg_eps: float) -> torch.Ten
 
 
 @register
-class DualProj(GradientMethod):
-    name = "dualproj"
-    hparams = {"norm_eps": Real(ge=0), "reg_eps": Real(ge=0), "qp_solver": Str()}
-    head_grads = "plain"
+class DualProj(UPGrad):
+    """UPGrad's constructor and QP (`project`), one projection of the mean preference, on a Gram
+    matrix normalised in G's dtype as torchjd does."""
 
-    def __init__(self, num_tasks: int, *, norm_eps: float = 1e-4, reg_eps: float = 1e-4,
-                 qp_solver: str = "quadprog", **kwargs):
-        super().__init__(num_tasks, **kwargs)
-        if qp_solver not in available_solvers:
-            raise SolverError(f"dualproj: QP solver {qp_solver!r} not installed (available: {available_solvers}); "
-                              f"run `pip install {qp_solver}`")
-        self.norm_eps, self.reg_eps, self.qp_solver = norm_eps, reg_eps, qp_solver
+    name = "dualproj"
 
     def solve_weights(self, G: torch.Tensor) -> torch.Tensor:
         gram = dualproj_gram(G.detach(), self.norm_eps, self.reg_eps)
         T = gram.shape[0]
         u = torch.full((T,), 1 / T, dtype=gram.dtype, device=gram.device)
-        g64 = gram.cpu().numpy().astype(np.float64)
-        u64 = u.cpu().numpy().astype(np.float64)
-        try:
-            v = solve_qp(g64, np.zeros(T), -np.eye(T), -u64, solver=self.qp_solver)
-        except (QPError, ValueError) as err:
-            raise SolverError(f"dualproj: QP rejected ({err}); normalised Gram {g64.tolist()}") from err
-        if v is None or not np.all(np.isfinite(v)):
-            raise SolverError(f"dualproj: QP failed (no solution); normalised Gram {g64.tolist()}")
+        v = self.project(u.cpu().numpy().astype(np.float64), gram.cpu().numpy().astype(np.float64))
         return torch.as_tensor(v, dtype=gram.dtype, device=G.device)
 
     def aggregate(self, G: torch.Tensor, losses: torch.Tensor) -> Aggregate:

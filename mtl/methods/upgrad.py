@@ -32,7 +32,7 @@ class UPGrad(GradientMethod):
                  qp_solver: str = "quadprog", **kwargs):
         super().__init__(num_tasks, **kwargs)
         if qp_solver not in available_solvers:
-            raise SolverError(f"upgrad: QP solver {qp_solver!r} not installed (available: {available_solvers}); "
+            raise SolverError(f"{self.name}: QP solver {qp_solver!r} not installed (available: {available_solvers}); "
                               f"run `pip install {qp_solver}`")
         self.norm_eps = norm_eps
         self.reg_eps = reg_eps
@@ -44,9 +44,9 @@ class UPGrad(GradientMethod):
         try:
             v = solve_qp(gram, np.zeros(T), -np.eye(T), -u, solver=self.qp_solver)
         except (QPError, ValueError) as err:
-            raise SolverError(f"upgrad: QP rejected ({err}); normalised Gram {gram.tolist()}") from err
+            raise SolverError(f"{self.name}: QP rejected ({err}); normalised Gram {gram.tolist()}") from err
         if v is None or not np.all(np.isfinite(v)):
-            raise SolverError(f"upgrad: QP failed (no solution) for preference {u.tolist()}; "
+            raise SolverError(f"{self.name}: QP failed (no solution) for preference {u.tolist()}; "
                               f"normalised Gram {gram.tolist()}")
         return v
 
