@@ -592,7 +592,7 @@ class Trainer:
                             bad, what = f"{split}/{task}/{metric}", f"{split} metric {task}/{metric} = {value}"
         if bad is None:
             return
-        epoch = state["epoch"] - 1 if state["partial"] is None else state["epoch"]
+        epoch = state["epoch"] if state["partial"] is None else state["epoch"] + 1  # 1-based, as every printed line
         raise NonFiniteState(
             f"after epoch {epoch} (step {state['global_step']}) {what} although the losses were finite; "
             f"this state was not saved and {self._kept()}. Lower the learning rate or check the data, then "
